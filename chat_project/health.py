@@ -1,0 +1,85 @@
+"""Liveness and readiness probes, and the service checks behind them.
+
+``/healthz`` answers as long as the process serves requests. ``/readyz`` checks every
+service the configuration names (database, Redis, broker) and answers 503 naming the ones
+that are down. ``manage.py check_services`` runs the same checks before a full-stack start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+CHECK_TIMEOUT_SECONDS = 2
+
+
+def check_database() -> str:
+    """Run one query against the default database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return "ok"
+
+
+def check_redis() -> str:
+    """PING the configured Redis; the embedded default has none to check."""
+    if not settings.REDIS_URL:
+        return "not configured"
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
+        socket_timeout=CHECK_TIMEOUT_SECONDS,
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def check_broker() -> str:
+    """Open (and close) a connection to the configured Celery broker."""
+    if not settings.CELERY_BROKER_URL:
+        return "not configured"
+    from kombu import Connection
+
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=CHECK_TIMEOUT_SECONDS) as conn:
+        conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
+    return "ok"
+
+
+SERVICE_CHECKS: dict[str, Callable[[], str]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "broker": check_broker,
+}
+
+
+def run_checks() -> tuple[dict[str, str], list[str]]:
+    """Run every service check; return each one's state and the names of those down."""
+    results: dict[str, str] = {}
+    down: list[str] = []
+    for name, check in SERVICE_CHECKS.items():
+        try:
+            results[name] = check()
+        except Exception as exc:  # any failure of a dependency means "down"
+            results[name] = f"down: {type(exc).__name__}: {exc}"
+            down.append(name)
+    return results, down
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Alive: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready: every configured service answers; 503 names those that do not."""
+    results, down = run_checks()
+    if down:
+        return JsonResponse({"status": "unavailable", "down": down, "checks": results}, status=503)
+    return JsonResponse({"status": "ok", "down": [], "checks": results})
