@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.db.models import Q, QuerySet
 from django.utils.crypto import constant_time_compare
@@ -70,3 +73,18 @@ def device_for_session(session_key: str) -> Device | None:
     if not constant_time_compare(store.get(HASH_SESSION_KEY, ""), device.user.get_session_auth_hash()):
         return None
     return device
+
+
+@dataclass(frozen=True)
+class PresenceProfile:
+    shows_presence: bool
+    last_seen: datetime | None
+
+
+def presence_profiles(*, user_ids: list[int]) -> dict[int, PresenceProfile]:
+    """Presence settings and last-seen times of active users (unknown ids are left out)."""
+    rows = User.objects.filter(pk__in=user_ids, is_active=True).values_list("pk", "last_seen_visibility", "last_seen")
+    return {
+        pk: PresenceProfile(shows_presence=visibility == User.LastSeenVisibility.EVERYONE, last_seen=last_seen)
+        for pk, visibility, last_seen in rows
+    }

@@ -6,6 +6,7 @@ cannot drift apart (throttling, device creation, revocation).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TypedDict
 
 from django.contrib.auth import authenticate
@@ -162,3 +163,10 @@ def update_profile(*, user: User, display_name: str | None = None, last_seen_vis
     if changed:
         user.save(update_fields=changed)
     return user
+
+
+def touch_last_seen(*, user_id: int) -> datetime:
+    """Record that the user's last socket closed now (one write per going offline)."""
+    now = timezone.now()
+    User.objects.filter(pk=user_id).update(last_seen=now)
+    return now

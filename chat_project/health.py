@@ -42,13 +42,18 @@ def check_redis() -> str:
 
 
 def check_broker() -> str:
-    """Open (and close) a connection to the configured Celery broker."""
+    """Open (and close) a connection to the configured Celery broker: one attempt, no retry.
+
+    kombu's ``ensure_connection`` sleeps two seconds before each retry, so ``max_retries=1``
+    made a probe of a down broker take 2 s or more; the caller (an orchestrator, or
+    ``check_services``) is the one that retries.
+    """
     if not settings.CELERY_BROKER_URL:
         return "not configured"
     from kombu import Connection
 
     with Connection(settings.CELERY_BROKER_URL, connect_timeout=CHECK_TIMEOUT_SECONDS) as conn:
-        conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
+        conn.ensure_connection(max_retries=0, timeout=CHECK_TIMEOUT_SECONDS)
     return "ok"
 
 

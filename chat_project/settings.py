@@ -294,3 +294,18 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Messaging ---------------------------------------------------------------------------------
+MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=65_536)
+MESSAGE_EDIT_WINDOW_SECONDS = env.int("MESSAGE_EDIT_WINDOW_SECONDS", default=15 * 60)
+GROUP_MAX_MEMBERS = env.int("GROUP_MAX_MEMBERS", default=1024)
+# Up to this many members, every member hears each delivered/read cursor move (ticks);
+# above it only the reader's own devices do, and senders ask for a message's info.
+RECEIPT_FANOUT_MAX_MEMBERS = env.int("RECEIPT_FANOUT_MAX_MEMBERS", default=64)
+TYPING_EXPIRY_SECONDS = env.int("TYPING_EXPIRY_SECONDS", default=6)
+WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=256 * 1024)
+WS_IDLE_TIMEOUT_SECONDS = env.int("WS_IDLE_TIMEOUT_SECONDS", default=WS_HEARTBEAT_SECONDS * 3)
+WS_SENDS_PER_SECOND = env.float("WS_SENDS_PER_SECOND", default=10.0)
+WS_SEND_BURST = env.int("WS_SEND_BURST", default=30)
+WS_USER_SENDS_PER_MINUTE = env.int("WS_USER_SENDS_PER_MINUTE", default=600)
+WS_ABUSE_CLOSE_AFTER = env.int("WS_ABUSE_CLOSE_AFTER", default=50)

@@ -1,28 +1,49 @@
 """The WebSocket gateway at /ws/: thin, parse -> authorize -> service -> reply.
 
-Every frame type is documented in docs/protocol.md.
+Every frame type, field, error and close code is documented in docs/protocol.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from accounts import selectors as account_selectors
+from accounts import services as account_services
 from accounts.ws_auth import CLOSE_UNAUTHENTICATED
-from chat_project.errors import ApplicationError
+from chat_project.errors import ApplicationError, InvalidInput
+from conversations import events, presence, selectors, services
 from conversations.protocol import (
+    MAX_PRESENCE_SUBSCRIPTIONS,
     PROTOCOL_VERSION,
-    ProtocolError,
+    RateLimitedFrame,
     UnknownType,
+    check_cursors,
     error_frame,
     parse_frame,
+    require,
 )
-from notifications.realtime import user_group
+from conversations.ratelimit import TokenBucket, user_window
+from notifications import realtime
+
+logger = logging.getLogger(__name__)
+
+CLOSE_IDLE = 4408
+CLOSE_RATE_LIMITED = 4429
+WRITE_FRAMES = frozenset({"message.send", "message.edit", "message.delete", "reaction.set"})
+
+Handler = Callable[["GatewayConsumer", dict[str, Any]], Awaitable[None]]
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):
@@ -31,9 +52,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     user_id: int | None = None
     device_id: int | None = None
 
+    # --- connection lifecycle ----------------------------------------------------------
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels wraps every frame and layer event in aclose_old_connections(), a hop to
-        # the single sync thread. Our database work goes through database_sync_to_async,
+        # the single database thread. Our database work goes through database_sync_to_async,
         # which already closes stale connections around each call, so we skip that hop.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -42,12 +65,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         await self.disconnect(message.get("code", 1000))
-        from channels.exceptions import StopConsumer
-
         raise StopConsumer()
-
-    async def send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(text_data=orjson.dumps(payload).decode())
 
     async def connect(self) -> None:
         refusal = self.scope.get("ws_refusal")
@@ -57,8 +75,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         user, device = self.scope["user"], self.scope["device"]
         self.user_id, self.device_id = user.pk, device.pk
-        # Join first: anything committed after this point reaches us live.
-        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        self.watching: set[int] = set()
+        self.bucket = TokenBucket(settings.WS_SENDS_PER_SECOND, settings.WS_SEND_BURST)
+        self.violations: list[float] = []
+        self.last_frame_at = time.monotonic()
+        self.last_renewal = 0.0
+        # Join first: anything committed from here on reaches this socket live, so a sync
+        # that starts after hello cannot miss what commits in between.
+        await self.channel_layer.group_add(realtime.user_group(user.pk), self.channel_name)
         await self.accept()
         await self.send_json(
             {
@@ -70,32 +94,258 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 "heartbeat_seconds": settings.WS_HEARTBEAT_SECONDS,
             }
         )
+        _sockets.add(self)
+        _ensure_sweeper()
+        if await presence.store().connect(user.pk, self.channel_name):
+            await self._announce_presence(online=True, last_seen=None)
 
     async def disconnect(self, code: int) -> None:
-        if self.user_id is not None:
-            await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
+        if self.user_id is None:
+            return
+        _sockets.discard(self)
+        await self.channel_layer.group_discard(realtime.user_group(self.user_id), self.channel_name)
+        for watched in self.watching:
+            await self.channel_layer.group_discard(realtime.presence_group(watched), self.channel_name)
+        if await presence.store().disconnect(self.user_id, self.channel_name):
+            last_seen = await database_sync_to_async(account_services.touch_last_seen)(user_id=self.user_id)
+            await self._announce_presence(online=False, last_seen=last_seen)
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=realtime.encode(payload))
+
+    # --- inbound frames -----------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_frame_at = time.monotonic()
         frame_id = None
         try:
             frame = parse_frame(text_data, bytes_data)
             frame_id = frame.get("id")
-            await self.handle_frame(frame)
-        except ProtocolError as exc:
-            await self.send_json(error_frame(exc, frame_id))
+            handler = FRAME_HANDLERS.get(frame["type"])
+            if handler is None:
+                raise UnknownType(f"Unknown frame type {frame['type']!r}.")
+            if frame["type"] in WRITE_FRAMES:
+                await self._check_rate()
+            await handler(self, frame)
         except ApplicationError as exc:
             await self.send_json(error_frame(exc, frame_id))
+            if isinstance(exc, RateLimitedFrame) and self._abusive():
+                await self.close(code=CLOSE_RATE_LIMITED)
 
-    async def handle_frame(self, frame: dict[str, Any]) -> None:
-        """Route one client frame to its handler."""
-        if frame["type"] == "ping":
-            await self.send_json({"type": "pong", "id": frame.get("id")})
-            return
-        raise UnknownType(f"Unknown frame type {frame['type']!r}.")
+    async def _check_rate(self) -> None:
+        assert self.user_id is not None  # noqa: S101  (only authenticated sockets receive frames)
+        if not self.bucket.take() or not await user_window().allow(self.user_id):
+            self.violations.append(time.monotonic())
+            raise RateLimitedFrame()
+
+    def _abusive(self) -> bool:
+        """Sustained abuse: many rate-limited frames within the last ten seconds."""
+        horizon = time.monotonic() - 10
+        self.violations = [t for t in self.violations if t > horizon]
+        return len(self.violations) > int(settings.WS_ABUSE_CLOSE_AFTER)
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong", "id": frame.get("id")})
+        now = time.monotonic()
+        if now - self.last_renewal > settings.WS_HEARTBEAT_SECONDS / 2:
+            self.last_renewal = now
+            assert self.user_id is not None  # noqa: S101
+            await presence.store().renew(self.user_id, self.channel_name)
+
+    async def on_message_send(self, frame: dict[str, Any]) -> None:
+        conversation_id, client_msg_id = require(frame, "conversation_id", "client_msg_id")
+        if frame.get("attachment_ids"):
+            raise InvalidInput(fields={"attachment_ids": ["Attachments are not supported by this server yet."]})
+        message, created = await realtime.run_service(
+            services.send_message,
+            sender=self.scope["user"],
+            conversation_id=conversation_id,
+            client_msg_id=client_msg_id,
+            body=frame.get("body"),
+            reply_to=frame.get("reply_to"),
+            origin=self.channel_name,
+        )
+        if created:
+            payload = events.message_payload(message, fresh=True)
+        else:  # a retry: answer with the original, as it is now
+            payload = await database_sync_to_async(events.message_payload)(message)
+        await self.send_json({"type": "message.ack", "id": frame.get("id"), "message": payload})
+
+    async def _message_change(self, frame: dict[str, Any], service: Callable[..., Any], **fields: Any) -> None:
+        conversation_id, message_id = require(frame, "conversation_id", "message_id")
+        message = await realtime.run_service(
+            service, user=self.scope["user"], conversation_id=conversation_id, message_id=message_id, **fields
+        )
+        payload = await database_sync_to_async(events.message_updated)(message)
+        await self.send_json({**payload, "id": frame.get("id")})
+
+    async def on_message_edit(self, frame: dict[str, Any]) -> None:
+        await self._message_change(frame, services.edit_message, body=frame.get("body"))
+
+    async def on_message_delete(self, frame: dict[str, Any]) -> None:
+        await self._message_change(frame, services.delete_message)
+
+    async def on_reaction_set(self, frame: dict[str, Any]) -> None:
+        await self._message_change(frame, services.set_reaction, emoji=frame.get("emoji"))
+
+    async def on_receipt(self, frame: dict[str, Any]) -> None:
+        conversation_id, status, seq = require(frame, "conversation_id", "status", "seq")
+        await realtime.run_service(
+            services.mark_cursor, user=self.scope["user"], conversation_id=conversation_id, status=status, seq=seq
+        )
+
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        conversation_id, state = require(frame, "conversation_id", "state")
+        if state not in ("start", "stop"):
+            raise InvalidInput(fields={"state": ["'start' or 'stop'."]})
+        members = await database_sync_to_async(selectors.access_members)(
+            user_id=self.user_id, conversation_id=conversation_id
+        )
+        others = [u for u in members.user_ids if u != self.user_id]
+        assert self.user_id is not None  # noqa: S101
+        await realtime.asend_to_users(
+            others,
+            events.typing(
+                conversation_id=members.me.conversation_id,
+                user_id=self.user_id,
+                state=state,
+                expires_in=settings.TYPING_EXPIRY_SECONDS,
+            ),
+        )
+
+    async def on_presence_subscribe(self, frame: dict[str, Any]) -> None:
+        (user_ids,) = require(frame, "user_ids")
+        ids = services.check_user_ids(user_ids)
+        if len(self.watching | set(ids)) > MAX_PRESENCE_SUBSCRIPTIONS:
+            raise InvalidInput(fields={"user_ids": [f"At most {MAX_PRESENCE_SUBSCRIPTIONS} users per connection."]})
+        visible = await database_sync_to_async(account_selectors.presence_profiles)(user_ids=ids)
+        online = await presence.store().online(list(visible))
+        for user_id in ids:
+            if user_id not in self.watching:
+                self.watching.add(user_id)
+                await self.channel_layer.group_add(realtime.presence_group(user_id), self.channel_name)
+        for user_id, profile in visible.items():
+            await self.send_json(
+                events.presence(
+                    user_id=user_id,
+                    online=online[user_id] if profile.shows_presence else None,
+                    last_seen=profile.last_seen if profile.shows_presence else None,
+                )
+            )
+
+    async def on_sync(self, frame: dict[str, Any]) -> None:
+        """Stream everything changed after the device's cursors, then ``sync.done``."""
+        cursors = check_cursors(frame.get("cursors"))
+        frame_id = frame.get("id")
+        memberships = await database_sync_to_async(selectors.user_memberships)(self.user_id)
+        for membership in memberships:
+            snapshot = membership.conversation.version
+            cursor = cursors.get(membership.conversation_id, 0)
+            first = True
+            while cursor < snapshot:
+                page = await database_sync_to_async(_sync_page)(membership, cursor)
+                last_page = len(page) < selectors.SYNC_PAGE_SIZE
+                cursor = max([cursor] + [m["version"] for m in page] + ([snapshot] if last_page else []))
+                batch: dict[str, Any] = {
+                    "type": "sync.batch",
+                    "id": frame_id,
+                    "conversation_id": membership.conversation_id,
+                    "messages": page,
+                    "version": cursor,
+                    "has_more": not last_page,
+                }
+                if first:
+                    batch["conversation"] = events.conversation_payload(membership.conversation, membership)
+                    first = False
+                await self.send_json(batch)
+        known = {m.conversation_id for m in memberships}
+        small = [m.conversation_id for m in memberships]
+        receipts = await database_sync_to_async(_sync_receipts)(small)
+        await self.send_json(
+            {
+                "type": "sync.done",
+                "id": frame_id,
+                "removed": sorted(c for c in cursors if c not in known),
+                "receipts": receipts,
+            }
+        )
 
     # --- channel-layer events (see notifications/realtime.py) ---------------------------
+
+    async def client_event(self, event: dict[str, Any]) -> None:
+        """A pre-encoded frame for this user; the socket that caused it already has an ack."""
+        if event.get("origin") != self.channel_name:
+            await self.send(text_data=event["text"])
 
     async def device_revoked(self, event: dict[str, Any]) -> None:
         """The device logged out elsewhere: close its sockets."""
         if event["device_id"] == self.device_id:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def _announce_presence(self, *, online: bool, last_seen: Any) -> None:
+        assert self.user_id is not None  # noqa: S101
+        profile = (await database_sync_to_async(account_selectors.presence_profiles)(user_ids=[self.user_id])).get(
+            self.user_id
+        )
+        if profile is None or not profile.shows_presence:
+            return
+        await realtime.asend_to_group(
+            realtime.presence_group(self.user_id),
+            events.presence(user_id=self.user_id, online=online, last_seen=last_seen),
+        )
+
+
+def _sync_page(membership: Any, cursor: int) -> list[dict[str, Any]]:
+    return [events.message_payload(m) for m in selectors.changes_since(membership=membership, version=cursor)]
+
+
+def _sync_receipts(conversation_ids: list[int]) -> list[dict[str, Any]]:
+    rows = selectors.receipt_cursors(conversation_ids)
+    sizes: dict[int, int] = {}
+    for row in rows:
+        sizes[row.conversation_id] = sizes.get(row.conversation_id, 0) + 1
+    return [
+        {k: v for k, v in events.receipt_update(row).items() if k != "type"}
+        for row in rows
+        if selectors.receipts_fan_out_to_all(sizes[row.conversation_id])
+    ]
+
+
+FRAME_HANDLERS: dict[str, Handler] = {
+    "ping": GatewayConsumer.on_ping,
+    "message.send": GatewayConsumer.on_message_send,
+    "message.edit": GatewayConsumer.on_message_edit,
+    "message.delete": GatewayConsumer.on_message_delete,
+    "reaction.set": GatewayConsumer.on_reaction_set,
+    "receipt": GatewayConsumer.on_receipt,
+    "typing": GatewayConsumer.on_typing,
+    "presence.subscribe": GatewayConsumer.on_presence_subscribe,
+    "sync": GatewayConsumer.on_sync,
+}
+
+
+# --- idle sockets ------------------------------------------------------------------------------
+
+_sockets: weakref.WeakSet[GatewayConsumer] = weakref.WeakSet()
+_sweeper: asyncio.Task[None] | None = None
+
+
+def _ensure_sweeper() -> None:
+    """Start this process's one idle-socket sweeper (a timer, not a task per socket)."""
+    global _sweeper
+    if _sweeper is None or _sweeper.done():
+        _sweeper = asyncio.get_running_loop().create_task(_sweep_idle_sockets())
+
+
+async def _sweep_idle_sockets() -> None:
+    """Close sockets silent for longer than WS_IDLE_TIMEOUT_SECONDS (frozen connections)."""
+    while _sockets:
+        await asyncio.sleep(min(5.0, settings.WS_IDLE_TIMEOUT_SECONDS / 4))
+        deadline = time.monotonic() - settings.WS_IDLE_TIMEOUT_SECONDS
+        for socket in list(_sockets):
+            if socket.last_frame_at < deadline:
+                _sockets.discard(socket)
+                try:
+                    await socket.close(code=CLOSE_IDLE)
+                except Exception:  # the transport may already be gone
+                    logger.debug("closing an idle socket failed", exc_info=True)

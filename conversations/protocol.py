@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.conf import settings
 
-from chat_project.errors import ApplicationError
+from chat_project.errors import ApplicationError, InvalidInput
 
 PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES = 256 * 1024
+MAX_SYNC_CURSORS = 10_000
+MAX_PRESENCE_SUBSCRIPTIONS = 256
 
 
 class ProtocolError(ApplicationError):
@@ -23,7 +25,7 @@ class MalformedFrame(ProtocolError):
 
 class FrameTooLarge(ProtocolError):
     code = "frame_too_large"
-    default_detail = f"Frames are at most {MAX_FRAME_BYTES} bytes."
+    default_detail = "The frame is larger than the server accepts."
 
 
 class UnknownType(ProtocolError):
@@ -31,13 +33,18 @@ class UnknownType(ProtocolError):
     default_detail = "Unknown frame type."
 
 
+class RateLimitedFrame(ProtocolError):
+    code = "rate_limited"
+    default_detail = "Slow down: too many messages."
+
+
 def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
     """Decode one client frame: a JSON object with a string ``type``."""
     raw = text if text is not None else data
     if raw is None:
         raise MalformedFrame()
-    if len(raw) > MAX_FRAME_BYTES:
-        raise FrameTooLarge()
+    if len(raw) > settings.WS_MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"Frames are at most {settings.WS_MAX_FRAME_BYTES} bytes.")
     try:
         frame = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -56,3 +63,25 @@ def error_frame(error: ApplicationError, frame_id: Any = None) -> dict[str, Any]
     if error.fields:
         frame["fields"] = error.fields
     return frame
+
+
+def require(frame: dict[str, Any], *names: str) -> list[Any]:
+    """The named fields of a frame, or an ``invalid`` error naming those missing."""
+    missing = [name for name in names if frame.get(name) is None]
+    if missing:
+        raise InvalidInput(fields={name: ["This field is required."] for name in missing})
+    return [frame[name] for name in names]
+
+
+def check_cursors(value: Any) -> dict[int, int]:
+    """A sync request's cursors: ``{"<conversation_id>": <version>}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_SYNC_CURSORS:
+        raise InvalidInput(fields={"cursors": [f"An object of at most {MAX_SYNC_CURSORS} conversation cursors."]})
+    cursors: dict[int, int] = {}
+    for key, version in value.items():
+        if not str(key).isdigit() or not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise InvalidInput(fields={"cursors": ['Each entry is "<conversation_id>": <version >= 0>.']})
+        cursors[int(key)] = version
+    return cursors

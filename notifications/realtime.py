@@ -3,14 +3,45 @@
 Every connected device of a user is in the group ``user.<id>``. Events are a doorbell, not
 the truth: the channel layer is at-most-once, and clients recover anything missed by
 syncing from their cursors (docs/architecture.md, "Delivery semantics").
+
+Services call :func:`send_on_commit`; nothing leaves before the transaction commits. Each
+event is encoded to JSON once and the same text goes to every recipient. When a service
+runs on the database thread under :func:`run_service` (the WebSocket path), its events are
+handed back to the event loop and published there, so the single database thread never
+waits on Redis.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import orjson
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
+
+T = TypeVar("T")
+
+# Event types as consumers see them (method names after Channels' dot-to-underscore rule).
+CLIENT_EVENT = "client.event"
+DEVICE_REVOKED = "device.revoked"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One encoded frame for a set of groups; ``origin`` is the socket to skip (it got an ack)."""
+
+    groups: tuple[str, ...]
+    text: str
+    origin: str | None = None
+
+
+_outbox: ContextVar[list[Delivery] | None] = ContextVar("realtime_outbox", default=None)
 
 
 def user_group(user_id: int) -> str:
@@ -18,18 +49,74 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-async def asend_to_user(user_id: int, event: dict[str, Any]) -> None:
-    """Send one channel-layer event to every connected device of a user."""
+def presence_group(user_id: int) -> str:
+    """The group of sockets watching a user's presence."""
+    return f"presence.{user_id}"
+
+
+def encode(payload: dict[str, Any]) -> str:
+    return orjson.dumps(payload).decode()
+
+
+async def publish(deliveries: Iterable[Delivery]) -> None:
+    """Send deliveries through the channel layer, concurrently."""
     layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(user_group(user_id), event)
+    if layer is None:
+        return
+    sends = [
+        layer.group_send(group, {"type": CLIENT_EVENT, "text": d.text, "origin": d.origin})
+        for d in deliveries
+        for group in d.groups
+    ]
+    if sends:
+        await asyncio.gather(*sends)
 
 
-def send_to_user(user_id: int, event: dict[str, Any]) -> None:
-    """Synchronous :func:`asend_to_user`, for services running in a worker thread."""
-    async_to_sync(asend_to_user)(user_id, event)
+def _deliver(delivery: Delivery) -> None:
+    outbox = _outbox.get()
+    if outbox is not None:
+        outbox.append(delivery)
+    else:
+        async_to_sync(publish)([delivery])
+
+
+def send_on_commit(user_ids: Iterable[int], payload: dict[str, Any], *, origin: str | None = None) -> None:
+    """Send ``payload`` to every device of these users once the current transaction commits."""
+    delivery = Delivery(tuple(user_group(u) for u in user_ids), encode(payload), origin)
+    if delivery.groups:
+        transaction.on_commit(lambda: _deliver(delivery))
+
+
+def send_to_group_on_commit(group: str, payload: dict[str, Any]) -> None:
+    """Send ``payload`` to an arbitrary group (presence watchers) after commit."""
+    delivery = Delivery((group,), encode(payload))
+    transaction.on_commit(lambda: _deliver(delivery))
+
+
+async def run_service(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a synchronous service on the database thread; publish its events from the loop."""
+    outbox: list[Delivery] = []
+    token = _outbox.set(outbox)
+    try:
+        result: T = await database_sync_to_async(func)(*args, **kwargs)
+    finally:
+        _outbox.reset(token)
+        await publish(outbox)  # what committed is announced even if a later step failed
+    return result
+
+
+async def asend_to_group(group: str, payload: dict[str, Any]) -> None:
+    """Send an ephemeral event (typing, presence) right away: nothing to commit."""
+    await publish([Delivery((group,), encode(payload))])
+
+
+async def asend_to_users(user_ids: Iterable[int], payload: dict[str, Any], *, origin: str | None = None) -> None:
+    """Send an ephemeral event to every device of these users right away."""
+    await publish([Delivery(tuple(user_group(u) for u in user_ids), encode(payload), origin)])
 
 
 def revoke_device_sockets(*, user_id: int, device_id: int) -> None:
     """Ask every web process to close the sockets of a device that was logged out."""
-    send_to_user(user_id, {"type": "device.revoked", "device_id": device_id})
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(user_group(user_id), {"type": DEVICE_REVOKED, "device_id": device_id})

@@ -36,7 +36,7 @@ def authenticated_user(request: Request) -> User:
     return user
 
 
-def _valid(serializer_class: type[Any], data: Any) -> dict[str, Any]:
+def validated(serializer_class: type[Any], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -56,7 +56,7 @@ class RegisterView(PublicEndpoint):
     @extend_schema(request=RegisterSerializer, responses={201: PublicUserSerializer}, tags=["auth"])
     def post(self, request: Request) -> Response:
         """Create an account. Usernames are unique regardless of case."""
-        data = _valid(RegisterSerializer, request.data)
+        data = validated(RegisterSerializer, request.data)
         user = services.register_user(**data)
         return Response(PublicUserSerializer(user).data, status=status.HTTP_201_CREATED)
 
@@ -68,7 +68,7 @@ class TokenObtainView(PublicEndpoint):
 
         Repeated failures for one username or one address answer 429 with Retry-After.
         """
-        data = _valid(TokenObtainSerializer, request.data)
+        data = validated(TokenObtainSerializer, request.data)
         device, tokens = services.login_app(
             username=data["username"],
             password=data["password"],
@@ -84,7 +84,7 @@ class TokenRefreshView(PublicEndpoint):
     @extend_schema(request=RefreshSerializer, responses={200: TokenPairSerializer}, tags=["auth"])
     def post(self, request: Request) -> Response:
         """Rotate a refresh token: returns a new pair; the old refresh token stops working."""
-        data = _valid(RefreshSerializer, request.data)
+        data = validated(RefreshSerializer, request.data)
         return Response(services.rotate_tokens(raw_refresh=data["refresh"]))
 
 
@@ -92,7 +92,7 @@ class LogoutView(PublicEndpoint):
     @extend_schema(request=RefreshSerializer, responses={204: None}, tags=["auth"])
     def post(self, request: Request) -> Response:
         """Log this device out: its tokens stop working and its open sockets close (4401)."""
-        data = _valid(RefreshSerializer, request.data)
+        data = validated(RefreshSerializer, request.data)
         services.logout_app(raw_refresh=data["refresh"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -106,7 +106,7 @@ class MeView(APIView):
     @extend_schema(request=MeSerializer, responses={200: MeSerializer}, tags=["users"])
     def patch(self, request: Request) -> Response:
         """Change your display name or who may see your last-seen time."""
-        data = _valid(MeSerializer, request.data)
+        data = validated(MeSerializer, request.data)
         user = services.update_profile(user=authenticated_user(request), **data)
         return Response(MeSerializer(user).data)
 
@@ -122,6 +122,6 @@ class UserSearchView(APIView):
     )
     def get(self, request: Request) -> Response:
         """Find people to chat with, by the start of their username or display name."""
-        query = _valid(UserSearchQuerySerializer, request.query_params)
+        query = validated(UserSearchQuerySerializer, request.query_params)
         users = selectors.search_users(q=query["q"], viewer=authenticated_user(request), limit=query["limit"])
         return Response(PublicUserSerializer(users, many=True).data)

@@ -1,0 +1,229 @@
+"""Reads of conversations. ``access_membership`` is the one gate from a client-supplied id.
+
+Missing and not-yours answer the same :class:`NotFound`, so no route leaks whether a
+conversation exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+from operator import or_
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from chat_project.errors import NotFound
+from conversations.models import Conversation, Membership, Message, Reaction
+
+HISTORY_PAGE_MAX = 100
+SYNC_PAGE_SIZE = 100
+
+
+class ConversationNotFound(NotFound):
+    default_detail = "Conversation not found."
+
+
+class MessageNotFound(NotFound):
+    default_detail = "Message not found."
+
+
+def _as_id(value: Any) -> int:
+    """A client-supplied id as an int; anything else is simply not found."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConversationNotFound()
+    try:
+        return int(value)
+    except ValueError:
+        raise ConversationNotFound() from None
+
+
+def access_membership(*, user_id: int, conversation_id: Any) -> Membership:
+    """The caller's active membership, with its conversation; one query."""
+    try:
+        return Membership.objects.select_related("conversation").get(
+            conversation_id=_as_id(conversation_id), user_id=user_id, left_at__isnull=True
+        )
+    except Membership.DoesNotExist:
+        raise ConversationNotFound() from None
+
+
+@dataclass(frozen=True)
+class Members:
+    """The active members of a conversation as seen by one of them (the caller)."""
+
+    user_ids: list[int]
+    me: Membership
+
+
+def access_members(*, user_id: int, conversation_id: Any) -> Members:
+    """The gate plus the fan-out list: the caller's membership and every active member's id.
+
+    Two small indexed queries; the hot paths (send, typing, receipts) need both.
+    """
+    me = access_membership(user_id=user_id, conversation_id=conversation_id)
+    user_ids = list(
+        Membership.objects.filter(conversation_id=me.conversation_id, left_at__isnull=True).values_list(
+            "user_id", flat=True
+        )
+    )
+    return Members(user_ids=user_ids, me=me)
+
+
+def active_member_ids(conversation_id: int) -> list[int]:
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
+def visible_messages(membership: Membership) -> QuerySet[Message]:
+    """Messages the member may see: those after they joined, with reactions loaded."""
+    return Message.objects.filter(
+        conversation_id=membership.conversation_id, seq__gt=membership.joined_seq
+    ).prefetch_related(Prefetch("reactions", queryset=Reaction.objects.order_by("created_at", "id")))
+
+
+def access_message(*, membership: Membership, message_id: Any) -> Message:
+    """A message of the member's conversation that the member may see."""
+    try:
+        return visible_messages(membership).get(pk=_as_id(message_id))
+    except (Message.DoesNotExist, NotFound):
+        raise MessageNotFound() from None
+
+
+def message_page(
+    *, membership: Membership, before_seq: int | None = None, after_seq: int | None = None, limit: int = 50
+) -> tuple[list[Message], bool]:
+    """History by seq, oldest first: the ``limit`` messages before or after a seq.
+
+    Returns the page and whether more messages lie beyond it in the direction asked.
+    """
+    limit = max(1, min(limit, HISTORY_PAGE_MAX))
+    messages = visible_messages(membership)
+    if after_seq is not None:
+        page = list(messages.filter(seq__gt=after_seq).order_by("seq")[: limit + 1])
+        return page[:limit], len(page) > limit
+    if before_seq is not None:
+        messages = messages.filter(seq__lt=before_seq)
+    page = list(messages.order_by("-seq")[: limit + 1])
+    return list(reversed(page[:limit])), len(page) > limit
+
+
+def changes_since(*, membership: Membership, version: int, limit: int = SYNC_PAGE_SIZE) -> list[Message]:
+    """Messages of the conversation changed after ``version``, in version order (sync)."""
+    return list(visible_messages(membership).filter(version__gt=version).order_by("version")[:limit])
+
+
+def user_memberships(user_id: int) -> list[Membership]:
+    """Every active membership of the user, with its conversation."""
+    return list(Membership.objects.select_related("conversation").filter(user_id=user_id, left_at__isnull=True))
+
+
+def receipt_cursors(conversation_ids: list[int]) -> list[Membership]:
+    """Every active member's cursors in the given conversations."""
+    if not conversation_ids:
+        return []
+    return list(
+        Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True).only(
+            "conversation_id", "user_id", "delivered_seq", "read_seq"
+        )
+    )
+
+
+@dataclass
+class ConversationSummary:
+    """One row of the conversation list."""
+
+    conversation: Conversation
+    membership: Membership
+    last_message: Message | None
+    other_user: Any | None  # the peer of a direct chat
+    member_count: int
+
+    @property
+    def unread_count(self) -> int:
+        return max(0, self.conversation.last_seq - max(self.membership.read_seq, self.membership.joined_seq))
+
+
+def conversation_list(*, user_id: int, limit: int = 100) -> list[ConversationSummary]:
+    """The user's conversations, most recently active first, with last message and unread count.
+
+    A fixed number of queries whatever the number of conversations.
+    """
+    memberships = list(
+        Membership.objects.select_related("conversation")
+        .filter(user_id=user_id, left_at__isnull=True)
+        .order_by("-conversation__last_message_at", "-conversation_id")[:limit]
+    )
+    return summarize(memberships)
+
+
+def summarize(memberships: list[Membership]) -> list[ConversationSummary]:
+    """Load last messages, direct-chat peers and member counts for a list of memberships."""
+    if not memberships:
+        return []
+    conversation_ids = [m.conversation_id for m in memberships]
+    last_keys = [
+        Q(conversation_id=m.conversation_id, seq=m.conversation.last_seq)
+        for m in memberships
+        if m.conversation.last_seq > m.joined_seq
+    ]
+    last_messages: dict[int, Message] = {}
+    if last_keys:
+        for message in Message.objects.filter(reduce(or_, last_keys)).prefetch_related("reactions"):
+            last_messages[message.conversation_id] = message
+
+    counts = dict(
+        Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True)
+        .values("conversation_id")
+        .annotate(n=Count("id"))
+        .values_list("conversation_id", "n")
+    )
+    direct_ids = [m.conversation_id for m in memberships if m.conversation.kind == Conversation.Kind.DIRECT]
+    peers: dict[int, Any] = {}
+    if direct_ids:
+        viewer_id = memberships[0].user_id
+        for other in (
+            Membership.objects.select_related("user").filter(conversation_id__in=direct_ids).exclude(user_id=viewer_id)
+        ):
+            peers[other.conversation_id] = other.user
+
+    return [
+        ConversationSummary(
+            conversation=m.conversation,
+            membership=m,
+            last_message=last_messages.get(m.conversation_id),
+            other_user=peers.get(m.conversation_id),
+            member_count=counts.get(m.conversation_id, 0),
+        )
+        for m in memberships
+    ]
+
+
+def members_of(*, membership: Membership) -> list[Membership]:
+    """The active members of the caller's conversation, with their users."""
+    return list(
+        Membership.objects.select_related("user")
+        .filter(conversation_id=membership.conversation_id, left_at__isnull=True)
+        .order_by("joined_at", "id")
+    )
+
+
+def receipts_fan_out_to_all(member_count: int) -> bool:
+    """Whether every member hears each receipt change (small chats) or only the reader's devices."""
+    return member_count <= int(settings.RECEIPT_FANOUT_MAX_MEMBERS)
+
+
+def message_info(*, membership: Membership, message: Message) -> list[dict[str, Any]]:
+    """Per other member: whether their cursors passed the message (for its sender)."""
+    return [
+        {"user_id": m.user_id, "delivered": m.delivered_seq >= message.seq, "read": m.read_seq >= message.seq}
+        for m in Membership.objects.filter(conversation_id=membership.conversation_id, left_at__isnull=True)
+        .exclude(user_id=membership.user_id)
+        .filter(joined_seq__lt=message.seq)
+        .order_by("user_id")
+        .only("user_id", "delivered_seq", "read_seq")
+    ]

@@ -1,0 +1,476 @@
+"""Writes of conversations: chats, members, messages, reactions and receipt cursors.
+
+Every entry point (REST view, WebSocket frame, task) calls these functions, so the rules
+live here once. Events leave only after commit (notifications.realtime). The delivery
+semantics are described in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from accounts.models import User
+from chat_project.errors import ApplicationError, Forbidden, InvalidInput, NotFound
+from conversations import events
+from conversations.models import Conversation, Membership, Message, Reaction
+from conversations.selectors import (
+    MessageNotFound,
+    access_members,
+    access_membership,
+    access_message,
+    active_member_ids,
+    receipts_fan_out_to_all,
+)
+from notifications import realtime
+
+
+class EditWindowClosed(ApplicationError):
+    code = "edit_window_closed"
+    status_code = 403
+    default_detail = "Messages can be edited only shortly after sending."
+
+
+class NotYourMessage(ApplicationError):
+    code = "not_your_message"
+    status_code = 403
+    default_detail = "Only the sender can change this message."
+
+
+class GroupFull(ApplicationError):
+    code = "group_full"
+    status_code = 409
+    default_detail = "The group has reached its member limit."
+
+
+class NotADirectPeer(NotFound):
+    default_detail = "User not found."
+
+
+# --- input checks ------------------------------------------------------------------------
+
+
+def check_body(body: Any, *, allow_empty: bool = False) -> str:
+    """A message body: a string of at most MESSAGE_MAX_CHARS characters, not blank."""
+    if not isinstance(body, str):
+        raise InvalidInput(fields={"body": ["Must be a string."]})
+    if len(body) > settings.MESSAGE_MAX_CHARS:
+        raise InvalidInput(fields={"body": [f"At most {settings.MESSAGE_MAX_CHARS} characters."]})
+    if not allow_empty and not body.strip():
+        raise InvalidInput(fields={"body": ["Must not be empty."]})
+    return body
+
+
+def check_client_msg_id(value: Any) -> str:
+    """The sender's idempotency key: 1 to 64 printable characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+        raise InvalidInput(fields={"client_msg_id": ["A string of 1 to 64 printable characters."]})
+    return value
+
+
+def check_emoji(value: Any) -> str:
+    """A reaction: one short emoji string ("" removes the reaction)."""
+    if not isinstance(value, str) or len(value) > 16 or (value and value.isascii()):
+        raise InvalidInput(fields={"emoji": ["One emoji, or an empty string to remove."]})
+    return value
+
+
+def check_user_ids(value: Any, field: str = "user_ids") -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InvalidInput(fields={field: ["A list of user ids."]})
+    return list(dict.fromkeys(value))
+
+
+# --- sequence allocation ------------------------------------------------------------------
+
+
+def _allocate(conversation_id: int, *, message: bool) -> tuple[int, int]:
+    """Take the next version (and, for a new message, the next seq) of a conversation.
+
+    The UPDATE locks the conversation row until commit, which serialises writers of one
+    conversation: seq is gap-free because a failed insert rolls the allocation back.
+    """
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        if message:
+            cursor.execute(
+                "UPDATE conversations_conversation SET last_seq = last_seq + 1, version = version + 1,"
+                " last_message_at = %s WHERE id = %s RETURNING last_seq, version",
+                [now, conversation_id],
+            )
+        else:
+            cursor.execute(
+                "UPDATE conversations_conversation SET version = version + 1 WHERE id = %s RETURNING last_seq, version",
+                [conversation_id],
+            )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("Conversation not found.")
+    return int(row[0]), int(row[1])
+
+
+def _post_system_message(
+    conversation: Conversation, *, actor: User | None, meta: dict[str, Any], recipients: Iterable[int]
+) -> Message:
+    """Append a system message (membership change) to the stream; call inside a transaction."""
+    seq, version = _allocate(conversation.pk, message=True)
+    message = Message.objects.create(
+        conversation=conversation,
+        seq=seq,
+        version=version,
+        sender=actor,
+        kind=Message.Kind.SYSTEM,
+        meta=meta,
+        created_at=timezone.now(),
+    )
+    conversation.last_seq, conversation.version = seq, version
+    realtime.send_on_commit(recipients, events.message_new(message))
+    return message
+
+
+# --- conversations and members ---------------------------------------------------------------
+
+
+def get_or_create_direct(*, user: User, other_user_id: Any) -> tuple[Conversation, bool]:
+    """The one direct chat between two users, created on first use (also under races)."""
+    if not isinstance(other_user_id, int) or isinstance(other_user_id, bool) or other_user_id == user.pk:
+        raise NotADirectPeer()
+    other = User.objects.filter(pk=other_user_id, is_active=True).first()
+    if other is None:
+        raise NotADirectPeer()
+    low, high = sorted((user.pk, other.pk))
+    key = f"{low}:{high}"
+    existing = Conversation.objects.filter(direct_key=key).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(kind=Conversation.Kind.DIRECT, direct_key=key, created_by=user)
+            Membership.objects.bulk_create(
+                [
+                    Membership(conversation=conversation, user=user, role=Membership.Role.MEMBER),
+                    Membership(conversation=conversation, user=other, role=Membership.Role.MEMBER),
+                ]
+            )
+    except IntegrityError:  # the other side created it at the same moment
+        return Conversation.objects.get(direct_key=key), False
+    return conversation, True
+
+
+def _existing_users(user_ids: list[int]) -> list[User]:
+    users = list(User.objects.filter(pk__in=user_ids, is_active=True))
+    if len(users) != len(user_ids):
+        found = {u.pk for u in users}
+        missing = [u for u in user_ids if u not in found]
+        raise InvalidInput(fields={"user_ids": [f"Unknown users: {missing}"]})
+    return users
+
+
+def create_group(*, creator: User, title: Any, member_ids: Any) -> Conversation:
+    """A new group owned by its creator, with a system message naming the members."""
+    if not isinstance(title, str) or not title.strip() or len(title) > 128:
+        raise InvalidInput(fields={"title": ["A title of 1 to 128 characters."]})
+    ids = [u for u in check_user_ids(member_ids, "member_ids") if u != creator.pk]
+    if len(ids) + 1 > settings.GROUP_MAX_MEMBERS:
+        raise GroupFull()
+    members = _existing_users(ids)
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            kind=Conversation.Kind.GROUP, title=title.strip(), created_by=creator
+        )
+        Membership.objects.bulk_create(
+            [Membership(conversation=conversation, user=creator, role=Membership.Role.OWNER)]
+            + [Membership(conversation=conversation, user=u, role=Membership.Role.MEMBER) for u in members]
+        )
+        _post_system_message(
+            conversation,
+            actor=creator,
+            meta={"event": "group_created", "title": conversation.title, "user_ids": [u.pk for u in members]},
+            recipients=[creator.pk, *ids],
+        )
+    return conversation
+
+
+def _lock_conversation(conversation_id: int) -> Conversation:
+    return Conversation.objects.select_for_update().get(pk=conversation_id)
+
+
+def _require_group_admin(membership: Membership) -> None:
+    if membership.conversation.kind != Conversation.Kind.GROUP:
+        raise Forbidden("Direct chats have no members to manage.")
+    if not membership.is_admin:
+        raise Forbidden("Only group admins can do this.")
+
+
+def add_members(*, actor: User, conversation_id: Any, user_ids: Any) -> list[Membership]:
+    """Add users to a group (admins only). They see the history from this point on."""
+    ids = check_user_ids(user_ids)
+    me = access_membership(user_id=actor.pk, conversation_id=conversation_id)
+    _require_group_admin(me)
+    users = _existing_users(ids)
+    with transaction.atomic():
+        conversation = _lock_conversation(me.conversation_id)
+        rows = {m.user_id: m for m in Membership.objects.filter(conversation=conversation, user_id__in=ids)}
+        newcomers = [u for u in users if u.pk not in rows or not rows[u.pk].is_active]
+        if not newcomers:
+            return [rows[u] for u in ids]
+        current = Membership.objects.filter(conversation=conversation, left_at__isnull=True).count()
+        if current + len(newcomers) > settings.GROUP_MAX_MEMBERS:
+            raise GroupFull()
+        joined_seq = conversation.last_seq
+        added: list[Membership] = []
+        for user in newcomers:
+            row = rows.get(user.pk)
+            if row is None:
+                added.append(
+                    Membership.objects.create(
+                        conversation=conversation,
+                        user=user,
+                        joined_seq=joined_seq,
+                        delivered_seq=joined_seq,
+                        read_seq=joined_seq,
+                    )
+                )
+            else:  # rejoining: a fresh start, old history stays hidden
+                row.left_at, row.role, row.joined_seq = None, Membership.Role.MEMBER, joined_seq
+                row.delivered_seq = row.read_seq = joined_seq
+                row.save(update_fields=["left_at", "role", "joined_seq", "delivered_seq", "read_seq"])
+                added.append(row)
+        recipients = active_member_ids(conversation.pk)
+        _post_system_message(
+            conversation,
+            actor=actor,
+            meta={"event": "members_added", "user_ids": [u.pk for u in newcomers]},
+            recipients=recipients,
+        )
+    return added
+
+
+def remove_member(*, actor: User, conversation_id: Any, user_id: Any) -> None:
+    """Remove a member (admins), or leave (anyone, for themselves).
+
+    The removed member stops receiving at once and can no longer read the conversation.
+    When the last owner leaves, the longest-standing admin (or member) becomes owner.
+    """
+    me = access_membership(user_id=actor.pk, conversation_id=conversation_id)
+    if me.conversation.kind != Conversation.Kind.GROUP:
+        raise Forbidden("You cannot leave a direct chat.")
+    leaving = user_id == actor.pk
+    with transaction.atomic():
+        conversation = _lock_conversation(me.conversation_id)
+        target = Membership.objects.filter(conversation=conversation, user_id=user_id, left_at__isnull=True).first()
+        if target is None:
+            raise NotFound("User is not a member.")
+        if not leaving:
+            _require_group_admin(me)
+            if target.role == Membership.Role.OWNER and me.role != Membership.Role.OWNER:
+                raise Forbidden("Only an owner can remove an owner.")
+        recipients = active_member_ids(conversation.pk)
+        target.left_at = timezone.now()
+        target.save(update_fields=["left_at"])
+        _hand_on_ownership(conversation)
+        _post_system_message(
+            conversation,
+            actor=actor,
+            meta={"event": "member_left" if leaving else "member_removed", "user_ids": [target.user_id]},
+            recipients=[u for u in recipients if u != target.user_id],
+        )
+        realtime.send_on_commit([target.user_id], events.membership_removed(conversation_id=conversation.pk))
+
+
+def _hand_on_ownership(conversation: Conversation) -> None:
+    """Make sure a group with members has an owner: promote the longest-standing admin or member."""
+    active = Membership.objects.filter(conversation=conversation, left_at__isnull=True)
+    if active.filter(role=Membership.Role.OWNER).exists():
+        return
+    heir = active.order_by(
+        # admins first, then by seniority
+        F("role").asc(),
+        "joined_at",
+        "id",
+    ).first()
+    if heir is not None:
+        heir.role = Membership.Role.OWNER
+        heir.save(update_fields=["role"])
+
+
+def set_member_role(*, actor: User, conversation_id: Any, user_id: Any, role: Any) -> Membership:
+    """Change a member's role: owners may grant any role, admins may make admins."""
+    if role not in Membership.Role.values:
+        raise InvalidInput(fields={"role": [f"One of {Membership.Role.values}."]})
+    me = access_membership(user_id=actor.pk, conversation_id=conversation_id)
+    _require_group_admin(me)
+    if me.role != Membership.Role.OWNER and role == Membership.Role.OWNER:
+        raise Forbidden("Only an owner can make owners.")
+    with transaction.atomic():
+        conversation = _lock_conversation(me.conversation_id)
+        target = Membership.objects.filter(conversation=conversation, user_id=user_id, left_at__isnull=True).first()
+        if target is None:
+            raise NotFound("User is not a member.")
+        if target.role == Membership.Role.OWNER and me.role != Membership.Role.OWNER:
+            raise Forbidden("Only an owner can change an owner's role.")
+        if target.role == role:
+            return target
+        target.role = role
+        target.save(update_fields=["role"])
+        _hand_on_ownership(conversation)
+        _post_system_message(
+            conversation,
+            actor=actor,
+            meta={"event": "role_changed", "user_ids": [target.user_id], "role": role},
+            recipients=active_member_ids(conversation.pk),
+        )
+    return target
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def send_message(
+    *,
+    sender: User,
+    conversation_id: Any,
+    client_msg_id: Any,
+    body: Any,
+    reply_to: Any = None,
+    origin: str | None = None,
+) -> tuple[Message, bool]:
+    """Store a message and announce it after commit; return it and whether it is new.
+
+    Idempotent: the same ``client_msg_id`` from the same sender returns the original
+    message, also when both attempts race. ``origin`` is the sending socket, which gets
+    an ack instead of ``message.new``.
+    """
+    client_msg_id = check_client_msg_id(client_msg_id)
+    body = check_body(body)
+    members = access_members(user_id=sender.pk, conversation_id=conversation_id)
+    conversation_id = members.me.conversation_id
+    existing = Message.objects.filter(
+        conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id
+    ).first()
+    if existing is not None:
+        return existing, False
+    reply_to_id = None
+    if reply_to is not None:
+        reply_to_id = access_message(membership=members.me, message_id=reply_to).pk
+
+    try:
+        with transaction.atomic():
+            seq, version = _allocate(conversation_id, message=True)
+            message = Message.objects.create(
+                conversation_id=conversation_id,
+                seq=seq,
+                version=version,
+                sender=sender,
+                client_msg_id=client_msg_id,
+                body=body,
+                reply_to_id=reply_to_id,
+                created_at=timezone.now(),
+            )
+            # Sending implies having read everything before it.
+            Membership.objects.filter(pk=members.me.pk).update(read_seq=seq, delivered_seq=seq)
+            realtime.send_on_commit(members.user_ids, events.message_new(message), origin=origin)
+    except IntegrityError:  # the same client_msg_id committed first in a concurrent send
+        return Message.objects.get(conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id), False
+    return message, True
+
+
+def _change_message(membership: Membership, message: Message, fields: list[str]) -> Message:
+    """Save a change to a message under a new version and announce it to every member."""
+    with transaction.atomic():
+        _, message.version = _allocate(membership.conversation_id, message=False)
+        message.save(update_fields=[*fields, "version"])
+        realtime.send_on_commit(active_member_ids(membership.conversation_id), events.message_updated(message))
+    return message
+
+
+def _own_live_message(user: User, conversation_id: Any, message_id: Any) -> tuple[Membership, Message]:
+    membership = access_membership(user_id=user.pk, conversation_id=conversation_id)
+    message = access_message(membership=membership, message_id=message_id)
+    if message.deleted_at is not None or message.kind != Message.Kind.TEXT:
+        raise MessageNotFound()
+    if message.sender_id != user.pk:
+        raise NotYourMessage()
+    return membership, message
+
+
+def edit_message(*, user: User, conversation_id: Any, message_id: Any, body: Any) -> Message:
+    """Change a message's text: its sender, within MESSAGE_EDIT_WINDOW_SECONDS."""
+    body = check_body(body)
+    membership, message = _own_live_message(user, conversation_id, message_id)
+    if timezone.now() - message.created_at > timedelta(seconds=settings.MESSAGE_EDIT_WINDOW_SECONDS):
+        raise EditWindowClosed()
+    if message.body == body:
+        return message
+    message.body, message.edited_at = body, timezone.now()
+    return _change_message(membership, message, ["body", "edited_at"])
+
+
+def delete_message(*, user: User, conversation_id: Any, message_id: Any) -> Message:
+    """Delete a message for everyone: a tombstone stays in the order, its text is gone."""
+    membership, message = _own_live_message(user, conversation_id, message_id)
+    message.body, message.deleted_at = "", timezone.now()
+    with transaction.atomic():
+        Reaction.objects.filter(message=message).delete()
+        return _change_message(membership, message, ["body", "deleted_at"])
+
+
+def set_reaction(*, user: User, conversation_id: Any, message_id: Any, emoji: Any) -> Message:
+    """Set (or with "" remove) the user's one reaction on a message."""
+    emoji = check_emoji(emoji)
+    membership = access_membership(user_id=user.pk, conversation_id=conversation_id)
+    message = access_message(membership=membership, message_id=message_id)
+    if message.deleted_at is not None:
+        raise MessageNotFound()
+    with transaction.atomic():
+        if emoji:
+            Reaction.objects.update_or_create(message=message, user=user, defaults={"emoji": emoji})
+        elif not Reaction.objects.filter(message=message, user=user).delete()[0]:
+            return message
+        message = access_message(membership=membership, message_id=message.pk)  # reload reactions
+        return _change_message(membership, message, [])
+
+
+# --- receipts ----------------------------------------------------------------------------------
+
+
+class ReceiptStatus:
+    DELIVERED = "delivered"
+    READ = "read"
+    ALL = (DELIVERED, READ)
+
+
+def mark_cursor(*, user: User, conversation_id: Any, status: Any, seq: Any) -> Membership:
+    """Move the user's delivered or read cursor forward (never back); tell who needs to know.
+
+    Reading implies delivery. In chats of up to RECEIPT_FANOUT_MAX_MEMBERS members every
+    member hears the change (ticks); in larger groups only the reader's own devices do
+    (unread counts), and senders ask for a message's info instead.
+    """
+    if status not in ReceiptStatus.ALL:
+        raise InvalidInput(fields={"status": ["'delivered' or 'read'."]})
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise InvalidInput(fields={"seq": ["A non-negative integer."]})
+    membership = access_membership(user_id=user.pk, conversation_id=conversation_id)
+    seq = min(seq, membership.conversation.last_seq)
+    rows = Membership.objects.filter(pk=membership.pk)
+    if status == ReceiptStatus.READ:
+        changed = rows.filter(read_seq__lt=seq).update(read_seq=seq, delivered_seq=Greatest(F("delivered_seq"), seq))
+        if changed:
+            membership.read_seq, membership.delivered_seq = seq, max(membership.delivered_seq, seq)
+    else:
+        changed = rows.filter(delivered_seq__lt=seq).update(delivered_seq=seq)
+        if changed:
+            membership.delivered_seq = seq
+    if changed:
+        member_ids = active_member_ids(membership.conversation_id)
+        recipients = member_ids if receipts_fan_out_to_all(len(member_ids)) else [user.pk]
+        realtime.send_on_commit(recipients, events.receipt_update(membership))
+    return membership
