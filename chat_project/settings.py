@@ -197,11 +197,13 @@ else:
     }
 STORAGES = {
     "default": _default_storage,
+    # Hashed, compressed, cache-forever names once `collectstatic` has built the manifest
+    # (make run-stack and deployments do); plain names served from the finders before that.
     "staticfiles": {
         "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if (STATIC_ROOT / "staticfiles.json").exists()
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
 }
