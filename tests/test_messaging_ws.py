@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+import httpx
 import pytest
 
 from accounts.models import User
@@ -276,3 +277,27 @@ def test_offline_recipient_syncs_to_the_always_online_state(
     receipts = {(r["conversation_id"], r["user_id"]): r for r in done["receipts"]}
     assert receipts[(chat.pk, bob.pk)]["read_seq"] == 4
     assert done["removed"] == []
+
+
+def test_a_message_sent_over_rest_reaches_sockets_live(live_server_asgi: LiveServer, alice: User, bob: User) -> None:
+    chat = direct(alice, bob)
+    alice_phone, alice_laptop, bob_login = app_login(alice), app_login(alice), app_login(bob)
+
+    async def scenario() -> tuple[int, dict[str, Any], dict[str, Any]]:
+        laptop = await connect(live_server_asgi, alice_laptop)
+        b = await connect(live_server_asgi, bob_login)
+        async with httpx.AsyncClient(base_url=live_server_asgi.http_url) as http:
+            response = await http.post(
+                f"/api/v1/conversations/{chat.pk}/messages/",
+                json={"client_msg_id": "rest-1", "body": "sent over REST"},
+                headers={"Authorization": f"Bearer {alice_phone.access}"},
+            )
+        to_bob = await b.expect("message.new")
+        to_laptop = await laptop.expect("message.new")
+        for ws in (laptop, b):
+            await ws.close()
+        return response.status_code, to_bob, to_laptop
+
+    status, to_bob, to_laptop = run(scenario())
+    assert status == 201
+    assert to_bob["message"]["body"] == to_laptop["message"]["body"] == "sent over REST"
