@@ -16,6 +16,8 @@ from typing import Any
 import django_stubs_ext
 import environ
 
+from chat_project.queues import celery_queue_settings
+
 django_stubs_ext.monkeypatch()  # lets models and admin classes be subscripted for typing
 
 env = environ.Env()
@@ -311,3 +313,39 @@ WS_SENDS_PER_SECOND = env.float("WS_SENDS_PER_SECOND", default=10.0)
 WS_SEND_BURST = env.int("WS_SEND_BURST", default=30)
 WS_USER_SENDS_PER_MINUTE = env.int("WS_USER_SENDS_PER_MINUTE", default=600)
 WS_ABUSE_CLOSE_AFTER = env.int("WS_ABUSE_CLOSE_AFTER", default=50)
+
+# --- Media ---------------------------------------------------------------------------------------
+_MB = 1024 * 1024
+MEDIA_MAX_BYTES = {
+    "image": env.int("MEDIA_MAX_IMAGE_MB", default=16) * _MB,
+    "video": env.int("MEDIA_MAX_VIDEO_MB", default=100) * _MB,
+    "audio": env.int("MEDIA_MAX_AUDIO_MB", default=32) * _MB,
+    "file": env.int("MEDIA_MAX_FILE_MB", default=100) * _MB,
+}
+MEDIA_MAX_IMAGE_PIXELS = env.int("MEDIA_MAX_IMAGE_PIXELS", default=50_000_000)
+MEDIA_THUMBNAIL_SIZE = 320
+MEDIA_MAX_PER_MESSAGE = 10
+MEDIA_ORPHAN_SECONDS = env.int("MEDIA_ORPHAN_SECONDS", default=24 * 60 * 60)
+MEDIA_URL_EXPIRY_SECONDS = env.int("MEDIA_URL_EXPIRY_SECONDS", default=300)
+MEDIA_UPLOAD_URL_EXPIRY_SECONDS = env.int("MEDIA_UPLOAD_URL_EXPIRY_SECONDS", default=15 * 60)
+# Types a browser may render inline from our origin; everything else is a download.
+MEDIA_INLINE_TYPES = frozenset(
+    {
+        "image/jpeg", "image/png", "image/gif", "image/webp",
+        "video/mp4", "video/webm", "audio/mpeg", "audio/ogg", "audio/mp4", "audio/webm", "audio/wav", "audio/x-wav",
+    }
+)  # fmt: skip
+# Uploads larger than this go to a temporary file, not memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * _MB
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * _MB
+
+CELERY_BEAT_SCHEDULE = {
+    "delete-orphan-uploads": {"task": "media.tasks.delete_orphans_task", "schedule": 60 * 60},
+}
+
+# Queues get a prefix so that several deployments (or test runs) can share one broker.
+CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
+_queues = celery_queue_settings(CELERY_QUEUE_PREFIX)
+CELERY_TASK_DEFAULT_QUEUE = _queues["task_default_queue"]
+CELERY_TASK_QUEUES = _queues["task_queues"]
+CELERY_TASK_ROUTES = _queues["task_routes"]

@@ -154,30 +154,25 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         conversation_id, client_msg_id = require(frame, "conversation_id", "client_msg_id")
-        if frame.get("attachment_ids"):
-            raise InvalidInput(fields={"attachment_ids": ["Attachments are not supported by this server yet."]})
-        message, created = await realtime.run_service(
+        message, _created = await realtime.run_service(
             services.send_message,
             sender=self.scope["user"],
             conversation_id=conversation_id,
             client_msg_id=client_msg_id,
             body=frame.get("body"),
             reply_to=frame.get("reply_to"),
+            attachment_ids=frame.get("attachment_ids"),
             origin=self.channel_name,
         )
-        if created:
-            payload = events.message_payload(message, fresh=True)
-        else:  # a retry: answer with the original, as it is now
-            payload = await database_sync_to_async(events.message_payload)(message)
-        await self.send_json({"type": "message.ack", "id": frame.get("id"), "message": payload})
+        # A retry is answered with the original message, as it is now.
+        await self.send_json({"type": "message.ack", "id": frame.get("id"), "message": events.message_payload(message)})
 
     async def _message_change(self, frame: dict[str, Any], service: Callable[..., Any], **fields: Any) -> None:
         conversation_id, message_id = require(frame, "conversation_id", "message_id")
         message = await realtime.run_service(
             service, user=self.scope["user"], conversation_id=conversation_id, message_id=message_id, **fields
         )
-        payload = await database_sync_to_async(events.message_updated)(message)
-        await self.send_json({**payload, "id": frame.get("id")})
+        await self.send_json({**events.message_updated(message), "id": frame.get("id")})
 
     async def on_message_edit(self, frame: dict[str, Any]) -> None:
         await self._message_change(frame, services.edit_message, body=frame.get("body"))

@@ -11,23 +11,36 @@ from typing import Any
 
 from conversations.models import Conversation, Membership, Message
 from conversations.selectors import ConversationSummary
+from media.models import Attachment
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def message_payload(message: Message, *, fresh: bool = False) -> dict[str, Any]:
-    """A message as clients see it.
+def attachment_payload(attachment: Attachment) -> dict[str, Any]:
+    """An attachment's description; files are fetched through GET /api/v1/media/{id}/."""
+    return {
+        "id": attachment.pk,
+        "kind": attachment.kind,
+        "status": attachment.status,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "filename": attachment.filename,
+        "width": attachment.width,
+        "height": attachment.height,
+        "duration": attachment.duration,
+        "has_thumbnail": bool(attachment.thumbnail_key),
+    }
 
-    Reactions must be prefetched, except for a ``fresh`` (just inserted) message, which
-    has none and so costs no query.
-    """
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """A message as clients see it. Reactions and attachments must be loaded already
+    (``selectors.visible_messages`` prefetches them; a new message gets them from
+    ``selectors.loaded``), so building a payload never queries."""
     deleted = message.deleted_at is not None
-    if fresh or deleted:
-        reactions: list[dict[str, Any]] = []
-    else:
-        reactions = [{"user_id": r.user_id, "emoji": r.emoji} for r in message.reactions.all()]
+    reactions = [] if deleted else [{"user_id": r.user_id, "emoji": r.emoji} for r in message.reactions.all()]
+    files = [] if deleted else list(message.attachments.all())
     return {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -43,11 +56,12 @@ def message_payload(message: Message, *, fresh: bool = False) -> dict[str, Any]:
         "edited_at": _iso(message.edited_at),
         "deleted": deleted,
         "reactions": reactions,
+        "attachments": [attachment_payload(a) for a in files],
     }
 
 
 def message_new(message: Message) -> dict[str, Any]:
-    return {"type": "message.new", "message": message_payload(message, fresh=True)}
+    return {"type": "message.new", "message": message_payload(message)}
 
 
 def message_updated(message: Message) -> dict[str, Any]:

@@ -14,11 +14,16 @@ hash-partitioned by conversation without a rewrite.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+if TYPE_CHECKING:
+    from django.db.models.fields.related_descriptors import RelatedManager
+
+    from media.models import Attachment
 
 
 class Conversation(models.Model):
@@ -108,6 +113,9 @@ class Message(models.Model):
     created_at = models.DateTimeField()
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+
+    if TYPE_CHECKING:
+        attachments: RelatedManager[Attachment]
 
     class Meta:
         constraints: ClassVar[list[Any]] = [

@@ -12,10 +12,11 @@ from operator import or_
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 
 from chat_project.errors import NotFound
 from conversations.models import Conversation, Membership, Message, Reaction
+from media.models import Attachment
 
 HISTORY_PAGE_MAX = 100
 SYNC_PAGE_SIZE = 100
@@ -81,9 +82,22 @@ def active_member_ids(conversation_id: int) -> list[int]:
 
 def visible_messages(membership: Membership) -> QuerySet[Message]:
     """Messages the member may see: those after they joined, with reactions loaded."""
-    return Message.objects.filter(
-        conversation_id=membership.conversation_id, seq__gt=membership.joined_seq
-    ).prefetch_related(Prefetch("reactions", queryset=Reaction.objects.order_by("created_at", "id")))
+    return visible_messages_of(membership.conversation_id).filter(seq__gt=membership.joined_seq)
+
+
+def loaded(message: Message, *, attachments: list[Attachment] | None = None) -> Message:
+    """Mark a message just created as having these attachments and no reactions, so that
+    building its payload needs no query (Django's prefetch cache, filled by hand)."""
+    message._prefetched_objects_cache = {"reactions": [], "attachments": attachments or []}  # type: ignore[attr-defined]  # Django's own cache attribute
+    return message
+
+
+def visible_messages_of(conversation_id: int) -> QuerySet[Message]:
+    """Every message of a conversation, with reactions and attachments loaded."""
+    return Message.objects.filter(conversation_id=conversation_id).prefetch_related(
+        Prefetch("reactions", queryset=Reaction.objects.order_by("created_at", "id")),
+        Prefetch("attachments", queryset=Attachment.objects.order_by("id")),
+    )
 
 
 def access_message(*, membership: Membership, message_id: Any) -> Message:
@@ -156,7 +170,9 @@ def conversation_list(*, user_id: int, limit: int = 100) -> list[ConversationSum
     memberships = list(
         Membership.objects.select_related("conversation")
         .filter(user_id=user_id, left_at__isnull=True)
-        .order_by("-conversation__last_message_at", "-conversation_id")[:limit]
+        # NULLS LAST: PostgreSQL sorts NULL first when descending, which put every chat
+        # without messages above all active ones.
+        .order_by(F("conversation__last_message_at").desc(nulls_last=True), "-conversation_id")[:limit]
     )
     return summarize(memberships)
 
@@ -173,7 +189,7 @@ def summarize(memberships: list[Membership]) -> list[ConversationSummary]:
     ]
     last_messages: dict[int, Message] = {}
     if last_keys:
-        for message in Message.objects.filter(reduce(or_, last_keys)).prefetch_related("reactions"):
+        for message in Message.objects.filter(reduce(or_, last_keys)).prefetch_related("reactions", "attachments"):
             last_messages[message.conversation_id] = message
 
     counts = dict(

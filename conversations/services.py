@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat_project.errors import ApplicationError, Forbidden, InvalidInput, NotFound
-from conversations import events
+from conversations import events, selectors
 from conversations.models import Conversation, Membership, Message, Reaction
 from conversations.selectors import (
     MessageNotFound,
@@ -29,6 +29,7 @@ from conversations.selectors import (
     active_member_ids,
     receipts_fan_out_to_all,
 )
+from media import services as media_services
 from notifications import realtime
 
 
@@ -119,7 +120,10 @@ def _allocate(conversation_id: int, *, message: bool) -> tuple[int, int]:
 def _post_system_message(
     conversation: Conversation, *, actor: User | None, meta: dict[str, Any], recipients: Iterable[int]
 ) -> Message:
-    """Append a system message (membership change) to the stream; call inside a transaction."""
+    """Append a system message (membership change) to the stream; call inside a transaction.
+
+    Like a send, the actor's own action counts as read (and delivered) for the actor.
+    """
     seq, version = _allocate(conversation.pk, message=True)
     message = Message.objects.create(
         conversation=conversation,
@@ -131,7 +135,11 @@ def _post_system_message(
         created_at=timezone.now(),
     )
     conversation.last_seq, conversation.version = seq, version
-    realtime.send_on_commit(recipients, events.message_new(message))
+    if actor is not None:
+        Membership.objects.filter(conversation=conversation, user=actor, left_at__isnull=True).update(
+            read_seq=seq, delivered_seq=seq
+        )
+    realtime.send_on_commit(recipients, events.message_new(selectors.loaded(message)))
     return message
 
 
@@ -164,12 +172,12 @@ def get_or_create_direct(*, user: User, other_user_id: Any) -> tuple[Conversatio
     return conversation, True
 
 
-def _existing_users(user_ids: list[int]) -> list[User]:
+def _existing_users(user_ids: list[int], field: str = "user_ids") -> list[User]:
     users = list(User.objects.filter(pk__in=user_ids, is_active=True))
     if len(users) != len(user_ids):
         found = {u.pk for u in users}
         missing = [u for u in user_ids if u not in found]
-        raise InvalidInput(fields={"user_ids": [f"Unknown users: {missing}"]})
+        raise InvalidInput(fields={field: [f"Unknown users: {missing}"]})
     return users
 
 
@@ -180,7 +188,7 @@ def create_group(*, creator: User, title: Any, member_ids: Any) -> Conversation:
     ids = [u for u in check_user_ids(member_ids, "member_ids") if u != creator.pk]
     if len(ids) + 1 > settings.GROUP_MAX_MEMBERS:
         raise GroupFull()
-    members = _existing_users(ids)
+    members = _existing_users(ids, "member_ids")
     with transaction.atomic():
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP, title=title.strip(), created_by=creator
@@ -318,6 +326,18 @@ def set_member_role(*, actor: User, conversation_id: Any, user_id: Any, role: An
             raise Forbidden("Only an owner can change an owner's role.")
         if target.role == role:
             return target
+        if (
+            target.role == Membership.Role.OWNER
+            and not Membership.objects.filter(
+                conversation=conversation, left_at__isnull=True, role=Membership.Role.OWNER
+            )
+            .exclude(pk=target.pk)
+            .exists()
+        ):
+            # Demoting the last owner made _hand_on_ownership pick an heir silently, often the
+            # demoted owner again, while the reply and the system message said otherwise.
+            # Ownership is handed on explicitly (make an owner, then step down) or by leaving.
+            raise Forbidden("A group needs an owner: make another member owner first, or leave.")
         target.role = role
         target.save(update_fields=["role"])
         _hand_on_ownership(conversation)
@@ -340,6 +360,7 @@ def send_message(
     client_msg_id: Any,
     body: Any,
     reply_to: Any = None,
+    attachment_ids: Any = None,
     origin: str | None = None,
 ) -> tuple[Message, bool]:
     """Store a message and announce it after commit; return it and whether it is new.
@@ -349,12 +370,10 @@ def send_message(
     an ack instead of ``message.new``.
     """
     client_msg_id = check_client_msg_id(client_msg_id)
-    body = check_body(body)
+    body = check_body(body if body is not None else "", allow_empty=bool(attachment_ids))
     members = access_members(user_id=sender.pk, conversation_id=conversation_id)
     conversation_id = members.me.conversation_id
-    existing = Message.objects.filter(
-        conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id
-    ).first()
+    existing = selectors.visible_messages_of(conversation_id).filter(sender=sender, client_msg_id=client_msg_id).first()
     if existing is not None:
         return existing, False
     reply_to_id = None
@@ -363,6 +382,7 @@ def send_message(
 
     try:
         with transaction.atomic():
+            files = media_services.claim_for_message(uploader=sender, attachment_ids=attachment_ids or [])
             seq, version = _allocate(conversation_id, message=True)
             message = Message.objects.create(
                 conversation_id=conversation_id,
@@ -374,11 +394,14 @@ def send_message(
                 reply_to_id=reply_to_id,
                 created_at=timezone.now(),
             )
+            if files:
+                media_services.attach(attachments=files, message_id=message.pk)
             # Sending implies having read everything before it.
             Membership.objects.filter(pk=members.me.pk).update(read_seq=seq, delivered_seq=seq)
+            selectors.loaded(message, attachments=files)
             realtime.send_on_commit(members.user_ids, events.message_new(message), origin=origin)
     except IntegrityError:  # the same client_msg_id committed first in a concurrent send
-        return Message.objects.get(conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id), False
+        return selectors.visible_messages_of(conversation_id).get(sender=sender, client_msg_id=client_msg_id), False
     return message, True
 
 
@@ -474,3 +497,16 @@ def mark_cursor(*, user: User, conversation_id: Any, status: Any, seq: Any) -> M
         recipients = member_ids if receipts_fan_out_to_all(len(member_ids)) else [user.pk]
         realtime.send_on_commit(recipients, events.receipt_update(membership))
     return membership
+
+
+def announce_message_change(*, message_id: int) -> None:
+    """Something about a message changed outside its row (an attachment got processed):
+    give it a new version and tell its members."""
+    message = Message.objects.filter(pk=message_id).select_related("conversation").first()
+    if message is None:
+        return
+    with transaction.atomic():
+        _, message.version = _allocate(message.conversation_id, message=False)
+        message.save(update_fields=["version"])
+        message = selectors.visible_messages_of(message.conversation_id).get(pk=message.pk)
+        realtime.send_on_commit(active_member_ids(message.conversation_id), events.message_updated(message))

@@ -39,6 +39,10 @@ def _run_prefix() -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     prefix = _run_prefix()
+    from chat_project.celery import app as celery_app
+    from chat_project.queues import celery_queue_settings
+
+    celery_app.conf.update(celery_queue_settings(f"{prefix}-"))
     layers = {**settings.CHANNEL_LAYERS}
     layers["default"] = {**layers["default"], "CONFIG": {**layers["default"].get("CONFIG", {}), "prefix": prefix}}
     caches = {**settings.CACHES}
@@ -151,6 +155,7 @@ def server_env(**extra: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYER_PREFIX,
         "CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,
+        "CELERY_QUEUE_PREFIX": f"{settings.CACHE_KEY_PREFIX}-",
         "PYTHONUNBUFFERED": "1",
     }
     env.update(extra)
@@ -207,4 +212,139 @@ def live_server_asgi(django_db_setup: None, tmp_path_factory: pytest.TempPathFac
     """One real daphne process per worker, shared by the tests that need a server."""
     server = start_server(tmp_path_factory.mktemp("asgi"))
     yield server
+    stop_server(server)
+
+
+# --- S3 over real HTTP (moto's server) and a real Celery worker ---------------------------
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    bucket: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_STORAGE_BUCKET_NAME": self.bucket,
+            "AWS_ACCESS_KEY_ID": "test-key",
+            "AWS_SECRET_ACCESS_KEY": "test-secret",  # moto accepts any credentials
+            "AWS_S3_REGION_NAME": "us-east-1",
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test-key",
+            aws_secret_access_key="test-secret",
+            region_name="us-east-1",
+        )
+
+    def storages(self) -> dict[str, Any]:
+        return {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": {
+                    "bucket_name": self.bucket,
+                    "endpoint_url": self.endpoint,
+                    "access_key": "test-key",
+                    "secret_key": "test-secret",
+                    "region_name": "us-east-1",
+                    "default_acl": None,
+                    "querystring_auth": True,
+                    "querystring_expire": 300,
+                    "file_overwrite": False,
+                },
+            },
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    """moto's S3 server on a loopback port, with one private bucket."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3 = S3(endpoint=f"http://127.0.0.1:{port}", bucket="chat-media")
+    s3.client().create_bucket(Bucket=s3.bucket)
+    yield s3
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3, settings: Any) -> S3:
+    """Route this test's default storage to the S3 server."""
+    settings.STORAGES = s3_server.storages()
+    settings.AWS_STORAGE_BUCKET_NAME = s3_server.bucket
+    return s3_server
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(tmp_dir: Path, *, name: str = "worker", **extra_env: str) -> Worker:
+    """A real Celery worker process on RabbitMQ, consuming this run's queues."""
+    log_path = tmp_dir / f"{name}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "celery", "-A", "chat_project", "worker", "--loglevel", "INFO"),
+            *("--concurrency", "1", "--pool", "prefork", "--without-mingle", "--without-gossip"),
+            *("--hostname", f"{name}-{os.getpid()}@%h"),
+        ],
+        cwd=ROOT,
+        env=server_env(**extra_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    worker = Worker(process=process, log_path=log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"worker exited with {process.returncode}:\n{worker.log()}")
+        return " ready." in worker.log()
+
+    wait_until(ready, timeout=60, what="the Celery worker to be ready")
+    return worker
+
+
+def stop_worker(worker: Worker) -> None:
+    worker.process.terminate()
+    try:
+        worker.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.process.kill()
+        worker.process.wait()
+
+
+@dataclass
+class MediaStack:
+    server: LiveServer
+    worker: Worker
+    s3: S3
+
+
+@pytest.fixture(scope="session")
+def media_stack(django_db_setup: None, s3_server: S3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaStack]:
+    """A web process and a worker that both store files in the S3 server."""
+    from chat_project.celery import app as celery_app
+
+    celery_app.control.purge()  # tasks left in this run's queues by an earlier run
+    tmp = tmp_path_factory.mktemp("media")
+    server = start_server(tmp, name="media-web", **s3_server.env())
+    worker = start_worker(tmp, **s3_server.env())
+    yield MediaStack(server=server, worker=worker, s3=s3_server)
+    stop_worker(worker)
     stop_server(server)

@@ -17,6 +17,21 @@ class ReactionSchema(serializers.Serializer[None]):
     emoji = serializers.CharField()
 
 
+class AttachmentSchema(serializers.Serializer[None]):
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["image", "video", "audio", "file"])
+    status = serializers.ChoiceField(
+        choices=["processing", "ready"], help_text="Thumbnails and sizes arrive when ready."
+    )
+    content_type = serializers.CharField(help_text="Sniffed from the bytes.")
+    size = serializers.IntegerField()
+    filename = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    duration = serializers.FloatField(allow_null=True, help_text="Seconds, for audio and video.")
+    has_thumbnail = serializers.BooleanField()
+
+
 class MessageSchema(serializers.Serializer[None]):
     id = serializers.IntegerField()
     conversation_id = serializers.IntegerField()
@@ -32,6 +47,7 @@ class MessageSchema(serializers.Serializer[None]):
     edited_at = serializers.DateTimeField(allow_null=True)
     deleted = serializers.BooleanField()
     reactions = ReactionSchema(many=True)
+    attachments = AttachmentSchema(many=True)
 
 
 class MessagePageSchema(serializers.Serializer[None]):
@@ -94,12 +110,15 @@ class SendMessageSerializer(serializers.Serializer[None]):
     client_msg_id = serializers.CharField(
         max_length=64, help_text="Your idempotency key: a retry returns the original."
     )
-    body = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=65_536)
+    body = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False, default="")
     reply_to = serializers.IntegerField(required=False, allow_null=True)
+    attachment_ids = serializers.ListField(
+        child=serializers.IntegerField(), required=False, max_length=10, help_text="Uploaded attachments to send."
+    )
 
 
 class EditMessageSerializer(serializers.Serializer[None]):
-    body = serializers.CharField(trim_whitespace=False, max_length=65_536)
+    body = serializers.CharField(trim_whitespace=False)
 
 
 class ReactionSerializer(serializers.Serializer[None]):

@@ -149,9 +149,10 @@ class MessagesView(APIView):
             client_msg_id=data["client_msg_id"],
             body=data["body"],
             reply_to=data.get("reply_to"),
+            attachment_ids=data.get("attachment_ids") or [],
         )
         return Response(
-            events.message_payload(message, fresh=created),
+            events.message_payload(message),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
