@@ -44,7 +44,7 @@ run: $(VENV)/.installed
 	$(EMBEDDED_ENV) DJANGO_DEBUG=1 $(BIN)/daphne --bind $(HOST) --port $(PORT) chat_project.asgi:application
 
 superuser: $(VENV)/.installed
-	$(BIN)/python manage.py createsuperuser
+	$(EMBEDDED_ENV) $(BIN)/python manage.py createsuperuser
 
 migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
@@ -64,7 +64,7 @@ typecheck: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev
 	bash scripts/ensure_services.sh
-	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_packages.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(TEST_ENV) $(BIN)/pytest -n $${PYTEST_WORKERS:-2} $(PYTEST_ARGS)
 

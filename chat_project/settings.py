@@ -248,6 +248,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_RATES": {"register": env.str("REGISTER_RATE", default="30/hour")},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # The register throttle keys on the client address as our own proxies report it.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
@@ -275,6 +277,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationKindEnum": "conversations.models.Conversation.Kind",
+        "MemberRoleEnum": "conversations.models.Membership.Role",
+        "AttachmentKindEnum": "media.models.Attachment.Kind",
+        "DevicePlatformEnum": "accounts.models.Device.Platform",
+    },
 }
 
 # --- WebSocket ---------------------------------------------------------------------------
