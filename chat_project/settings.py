@@ -8,6 +8,7 @@ on the *full stack*. Every variable is listed in README.md ("Configuration").
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -34,12 +35,23 @@ def _embedded_secret_key() -> str:
     """
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_urlsafe(64))
+        # Written whole under a temporary name, then linked into place: two processes
+        # starting together agree on one key, and a crash never leaves an empty file.
+        tmp = VAR_DIR / f".secret_key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(64))
+        try:
+            os.link(tmp, key_file)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return key_file.read_text().strip()
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY_FROM_ENV = bool(env.str("DJANGO_SECRET_KEY", default=""))
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _embedded_secret_key()
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -75,6 +87,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "chat_project",
     "accounts",
     "conversations",
     "media",

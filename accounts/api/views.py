@@ -10,7 +10,6 @@ from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts import selectors, services
@@ -25,7 +24,7 @@ from accounts.api.serializers import (
     UserSearchQuerySerializer,
 )
 from accounts.models import User
-from accounts.throttling import client_ip
+from accounts.throttling import ClientAddressRateThrottle, client_ip
 
 
 def authenticated_user(request: Request) -> User:
@@ -50,7 +49,7 @@ class PublicEndpoint(APIView):
 
 
 class RegisterView(PublicEndpoint):
-    throttle_classes = (ScopedRateThrottle,)
+    throttle_classes = (ClientAddressRateThrottle,)
     throttle_scope = "register"
 
     @extend_schema(request=RegisterSerializer, responses={201: PublicUserSerializer}, tags=["auth"])
