@@ -254,8 +254,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                     first = False
                 await self.send_json(batch)
         known = {m.conversation_id for m in memberships}
-        small = [m.conversation_id for m in memberships]
-        receipts = await database_sync_to_async(_sync_receipts)(small)
+        receipts = await database_sync_to_async(_sync_receipts)(sorted(known))
         await self.send_json(
             {
                 "type": "sync.done",
@@ -295,14 +294,9 @@ def _sync_page(membership: Any, cursor: int) -> list[dict[str, Any]]:
 
 
 def _sync_receipts(conversation_ids: list[int]) -> list[dict[str, Any]]:
-    rows = selectors.receipt_cursors(conversation_ids)
-    sizes: dict[int, int] = {}
-    for row in rows:
-        sizes[row.conversation_id] = sizes.get(row.conversation_id, 0) + 1
     return [
         {k: v for k, v in events.receipt_update(row).items() if k != "type"}
-        for row in rows
-        if selectors.receipts_fan_out_to_all(sizes[row.conversation_id])
+        for row in selectors.receipt_cursors(conversation_ids)
     ]
 
 

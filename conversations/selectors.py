@@ -137,13 +137,19 @@ def user_memberships(user_id: int) -> list[Membership]:
 
 
 def receipt_cursors(conversation_ids: list[int]) -> list[Membership]:
-    """Every active member's cursors in the given conversations."""
+    """Every active member's cursors in those of the conversations that hear receipts live
+    (see :func:`receipts_fan_out_to_all`); larger groups are left out. Two queries."""
     if not conversation_ids:
         return []
+    active = Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True)
+    sizes = active.values("conversation_id").annotate(n=Count("id")).values_list("conversation_id", "n")
+    small = [conversation_id for conversation_id, n in sizes if receipts_fan_out_to_all(n)]
+    if not small:
+        return []
     return list(
-        Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True).only(
-            "conversation_id", "user_id", "delivered_seq", "read_seq"
-        )
+        active.filter(conversation_id__in=small)
+        .order_by("conversation_id", "user_id")
+        .only("conversation_id", "user_id", "delivered_seq", "read_seq")
     )
 
 

@@ -7,13 +7,14 @@ semantics are described in docs/architecture.md.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -77,8 +78,18 @@ def check_client_msg_id(value: Any) -> str:
 
 
 def check_emoji(value: Any) -> str:
-    """A reaction: one short emoji string ("" removes the reaction)."""
-    if not isinstance(value, str) or len(value) > 16 or (value and value.isascii()):
+    """A reaction: one short emoji sequence ("" removes the reaction).
+
+    Symbols only (with the joiners and modifiers emoji sequences use): no letters, digits,
+    punctuation or spaces.
+    """
+    allowed = {"So", "Sk", "Mn", "Me", "Cf"}  # symbols, modifiers, variation selectors, ZWJ
+    if (
+        not isinstance(value, str)
+        or len(value) > 16
+        or (value and not any(unicodedata.category(ch) == "So" for ch in value))
+        or any(unicodedata.category(ch) not in allowed for ch in value)
+    ):
         raise InvalidInput(fields={"emoji": ["One emoji, or an empty string to remove."]})
     return value
 
@@ -92,19 +103,21 @@ def check_user_ids(value: Any, field: str = "user_ids") -> list[int]:
 # --- sequence allocation ------------------------------------------------------------------
 
 
-def _allocate(conversation_id: int, *, message: bool) -> tuple[int, int]:
-    """Take the next version (and, for a new message, the next seq) of a conversation.
+def _allocate(conversation_id: int, *, message: bool, at: datetime | None = None) -> tuple[int, int]:
+    """Take the next version (and, for a new message sent ``at``, the next seq) of a conversation.
 
     The UPDATE locks the conversation row until commit, which serialises writers of one
     conversation: seq is gap-free because a failed insert rolls the allocation back.
+    ``last_message_at`` never moves backwards, even when a writer that read the clock
+    earlier got the lock later.
     """
-    now = timezone.now()
     with connection.cursor() as cursor:
         if message:
             cursor.execute(
                 "UPDATE conversations_conversation SET last_seq = last_seq + 1, version = version + 1,"
-                " last_message_at = %s WHERE id = %s RETURNING last_seq, version",
-                [now, conversation_id],
+                " last_message_at = CASE WHEN last_message_at IS NULL OR last_message_at < %s THEN %s"
+                " ELSE last_message_at END WHERE id = %s RETURNING last_seq, version",
+                [at, at, conversation_id],
             )
         else:
             cursor.execute(
@@ -124,7 +137,8 @@ def _post_system_message(
 
     Like a send, the actor's own action counts as read (and delivered) for the actor.
     """
-    seq, version = _allocate(conversation.pk, message=True)
+    now = timezone.now()
+    seq, version = _allocate(conversation.pk, message=True, at=now)
     message = Message.objects.create(
         conversation=conversation,
         seq=seq,
@@ -132,7 +146,7 @@ def _post_system_message(
         sender=actor,
         kind=Message.Kind.SYSTEM,
         meta=meta,
-        created_at=timezone.now(),
+        created_at=now,
     )
     conversation.last_seq, conversation.version = seq, version
     if actor is not None:
@@ -298,12 +312,8 @@ def _hand_on_ownership(conversation: Conversation) -> None:
     active = Membership.objects.filter(conversation=conversation, left_at__isnull=True)
     if active.filter(role=Membership.Role.OWNER).exists():
         return
-    heir = active.order_by(
-        # admins first, then by seniority
-        F("role").asc(),
-        "joined_at",
-        "id",
-    ).first()
+    admins_first = Case(When(role=Membership.Role.ADMIN, then=0), default=1)
+    heir = active.order_by(admins_first, "joined_at", "id").first()
     if heir is not None:
         heir.role = Membership.Role.OWNER
         heir.save(update_fields=["role"])
@@ -383,7 +393,8 @@ def send_message(
     try:
         with transaction.atomic():
             files = media_services.claim_for_message(uploader=sender, attachment_ids=attachment_ids or [])
-            seq, version = _allocate(conversation_id, message=True)
+            now = timezone.now()
+            seq, version = _allocate(conversation_id, message=True, at=now)
             message = Message.objects.create(
                 conversation_id=conversation_id,
                 seq=seq,
@@ -392,7 +403,7 @@ def send_message(
                 client_msg_id=client_msg_id,
                 body=body,
                 reply_to_id=reply_to_id,
-                created_at=timezone.now(),
+                created_at=now,
             )
             if files:
                 media_services.attach(attachments=files, message_id=message.pk)
@@ -450,7 +461,7 @@ def set_reaction(*, user: User, conversation_id: Any, message_id: Any, emoji: An
     emoji = check_emoji(emoji)
     membership = access_membership(user_id=user.pk, conversation_id=conversation_id)
     message = access_message(membership=membership, message_id=message_id)
-    if message.deleted_at is not None:
+    if message.deleted_at is not None or message.kind != Message.Kind.TEXT:
         raise MessageNotFound()
     with transaction.atomic():
         if emoji:

@@ -108,7 +108,7 @@ class RoleSerializer(serializers.Serializer[None]):
 
 class SendMessageSerializer(serializers.Serializer[None]):
     client_msg_id = serializers.CharField(
-        max_length=64, help_text="Your idempotency key: a retry returns the original."
+        max_length=64, trim_whitespace=False, help_text="Your idempotency key: a retry returns the original."
     )
     body = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False, default="")
     reply_to = serializers.IntegerField(required=False, allow_null=True)
