@@ -14,13 +14,14 @@ TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:543
 # `make run` is the embedded default whatever the shell exports.
 EMBEDDED_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u AWS_STORAGE_BUCKET_NAME
 
-.PHONY: run run-stack test lint typecheck check-deploy superuser migrate clean help
+.PHONY: run run-stack test lint typecheck superuser migrate bench bench-full clean help
 
 help:
 	@echo "make run        serve on http://$(HOST):$(PORT) with the embedded default (no services needed)"
 	@echo "make test       install test needs, check services, run ruff, mypy and the whole suite"
 	@echo "make run-stack  web + Celery worker + beat (Procfile) against the services in the environment"
 	@echo "make superuser  create an admin account for /admin/"
+	@echo "make bench      the quick benchmark suite (bench-full: everything); see docs/performance.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +68,14 @@ test: $(VENV)/.installed-dev
 	bash scripts/ensure_packages.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(TEST_ENV) $(BIN)/pytest -n $${PYTEST_WORKERS:-2} $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	bash scripts/ensure_services.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-full: $(VENV)/.installed-dev
+	bash scripts/ensure_services.sh
+	$(BIN)/python -m bench.run --full $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

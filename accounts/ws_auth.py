@@ -18,12 +18,12 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import validate_host
 
 from accounts.models import Device
 from accounts.selectors import device_for_access_token, device_for_session
+from chat_project.asyncdb import db
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
@@ -46,12 +46,12 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
 
 
 async def _device_from_token(raw: str) -> Device | None:
-    device: Device | None = await database_sync_to_async(device_for_access_token)(raw)
+    device: Device | None = await db(device_for_access_token)(raw)
     return device
 
 
 async def _device_from_session(session_key: str) -> Device | None:
-    device: Device | None = await database_sync_to_async(device_for_session)(session_key)
+    device: Device | None = await db(device_for_session)(session_key)
     return device
 
 

@@ -127,10 +127,22 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 DATABASE_URL = env.str("DATABASE_URL", default="")
+DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=16)
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A psycopg pool: database work of many sockets runs on several threads at once,
+        # each borrowing a connection per call; the pool hands out only healthy ones, so no
+        # per-call health-check query is needed.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2,
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": 10,
+        }
+    else:
+        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES = {
         "default": {
@@ -370,3 +382,45 @@ _queues = celery_queue_settings(CELERY_QUEUE_PREFIX)
 CELERY_TASK_DEFAULT_QUEUE = _queues["task_default_queue"]
 CELERY_TASK_QUEUES = _queues["task_queues"]
 CELERY_TASK_ROUTES = _queues["task_routes"]
+
+# --- Push notifications (docs/architecture.md, "Push notifications"; docs/push.md) -------------
+# VAPID key pair (base64url raw key as web-push tools print it, or PEM). Without one a pair
+# is generated into VAR_DIR on first use; every process of a deployment must share it.
+VAPID_PRIVATE_KEY = env.str("VAPID_PRIVATE_KEY", default="")
+VAPID_PUBLIC_KEY = env.str("VAPID_PUBLIC_KEY", default="")
+VAPID_SUBJECT = env.str("VAPID_SUBJECT", default="mailto:admin@localhost")
+# Hosts (and their subdomains) that Web Push endpoints may point at: the worker POSTs there.
+WEBPUSH_ENDPOINT_HOSTS = env.list(
+    "WEBPUSH_ENDPOINT_HOSTS",
+    default=["fcm.googleapis.com", "push.services.mozilla.com", "notify.windows.com", "push.apple.com"],
+)
+WEBPUSH_ALLOW_HTTP = env.bool("WEBPUSH_ALLOW_HTTP", default=False)
+FCM_ENDPOINT = env.str("FCM_ENDPOINT", default="https://fcm.googleapis.com")
+FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")
+FCM_ACCESS_TOKEN = env.str("FCM_ACCESS_TOKEN", default="")
+APNS_ENDPOINT = env.str("APNS_ENDPOINT", default="https://api.push.apple.com")
+APNS_TEAM_ID = env.str("APNS_TEAM_ID", default="")
+APNS_KEY_ID = env.str("APNS_KEY_ID", default="")
+APNS_PRIVATE_KEY = env.str("APNS_PRIVATE_KEY", default="")  # the .p8 key's PEM text, or its path
+APNS_TOPIC = env.str("APNS_TOPIC", default="")  # the app's bundle id
+PUSH_BACKENDS = {
+    "webpush": "notifications.backends.webpush.WebPushBackend",
+    "fcm": "notifications.backends.fcm.FCMBackend",
+    "apns": "notifications.backends.apns.APNsBackend",
+}
+# Delays stay far below RabbitMQ's consumer timeout (30 minutes by default): a task waiting
+# for its countdown is an unacknowledged message.
+_PUSH_DELAY_MAX = 15 * 60
+PUSH_COALESCE_SECONDS = min(env.float("PUSH_COALESCE_SECONDS", default=30.0), _PUSH_DELAY_MAX)
+PUSH_TTL_SECONDS = env.int("PUSH_TTL_SECONDS", default=24 * 60 * 60)
+PUSH_PREVIEW_CHARS = env.int("PUSH_PREVIEW_CHARS", default=120)
+PUSH_HTTP_TIMEOUT_SECONDS = env.float("PUSH_HTTP_TIMEOUT_SECONDS", default=10.0)
+PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=6)
+PUSH_RETRY_BASE_SECONDS = env.float("PUSH_RETRY_BASE_SECONDS", default=2.0)
+PUSH_RETRY_MAX_SECONDS = min(env.float("PUSH_RETRY_MAX_SECONDS", default=300.0), _PUSH_DELAY_MAX)
+PUSH_SWEEP_SECONDS = env.float("PUSH_SWEEP_SECONDS", default=60.0)
+PUSH_OUTBOX_GRACE_SECONDS = env.float("PUSH_OUTBOX_GRACE_SECONDS", default=60.0)
+PUSH_PUBLISH_BACKOFF_SECONDS = env.float("PUSH_PUBLISH_BACKOFF_SECONDS", default=5.0)
+PUSH_DELIVERY_RETENTION_DAYS = env.int("PUSH_DELIVERY_RETENTION_DAYS", default=14)
+CELERY_BEAT_SCHEDULE["push-sweep"] = {"task": "notifications.tasks.sweep_task", "schedule": PUSH_SWEEP_SECONDS}
+CELERY_BEAT_SCHEDULE["push-purge"] = {"task": "notifications.tasks.purge_task", "schedule": 60 * 60}

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -22,6 +21,7 @@ from django.utils import timezone
 from accounts import selectors as account_selectors
 from accounts import services as account_services
 from accounts.ws_auth import CLOSE_UNAUTHENTICATED
+from chat_project.asyncdb import db
 from chat_project.errors import ApplicationError, InvalidInput
 from conversations import events, presence, selectors, services
 from conversations.protocol import (
@@ -107,8 +107,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for watched in self.watching:
             await self.channel_layer.group_discard(realtime.presence_group(watched), self.channel_name)
         if await presence.store().disconnect(self.user_id, self.channel_name):
-            last_seen = await database_sync_to_async(account_services.touch_last_seen)(user_id=self.user_id)
+            last_seen = await db(account_services.touch_last_seen)(user_id=self.user_id)
             await self._announce_presence(online=False, last_seen=last_seen)
+
+    @property
+    def uid(self) -> int:
+        """The connected user's id (frames and events reach authenticated sockets only)."""
+        if self.user_id is None:
+            raise RuntimeError("socket is not authenticated")
+        return self.user_id
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=realtime.encode(payload))
@@ -133,8 +140,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_RATE_LIMITED)
 
     async def _check_rate(self) -> None:
-        assert self.user_id is not None  # noqa: S101  (only authenticated sockets receive frames)
-        if not self.bucket.take() or not await user_window().allow(self.user_id):
+        if not self.bucket.take() or not await user_window().allow(self.uid):
             self.violations.append(time.monotonic())
             raise RateLimitedFrame()
 
@@ -149,8 +155,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if now - self.last_renewal > settings.WS_HEARTBEAT_SECONDS / 2:
             self.last_renewal = now
-            assert self.user_id is not None  # noqa: S101
-            await presence.store().renew(self.user_id, self.channel_name)
+            await presence.store().renew(self.uid, self.channel_name)
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         conversation_id, client_msg_id = require(frame, "conversation_id", "client_msg_id")
@@ -193,16 +198,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         conversation_id, state = require(frame, "conversation_id", "state")
         if state not in ("start", "stop"):
             raise InvalidInput(fields={"state": ["'start' or 'stop'."]})
-        members = await database_sync_to_async(selectors.access_members)(
-            user_id=self.user_id, conversation_id=conversation_id
-        )
-        others = [u for u in members.user_ids if u != self.user_id]
-        assert self.user_id is not None  # noqa: S101
+        members = await db(selectors.access_members)(user_id=self.uid, conversation_id=conversation_id)
+        others = [u for u in members.user_ids if u != self.uid]
         await realtime.asend_to_users(
             others,
             events.typing(
                 conversation_id=members.me.conversation_id,
-                user_id=self.user_id,
+                user_id=self.uid,
                 state=state,
                 expires_in=settings.TYPING_EXPIRY_SECONDS,
             ),
@@ -213,7 +215,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         ids = services.check_user_ids(user_ids)
         if len(self.watching | set(ids)) > MAX_PRESENCE_SUBSCRIPTIONS:
             raise InvalidInput(fields={"user_ids": [f"At most {MAX_PRESENCE_SUBSCRIPTIONS} users per connection."]})
-        visible = await database_sync_to_async(account_selectors.presence_profiles)(user_ids=ids)
+        visible = await db(account_selectors.presence_profiles)(user_ids=ids)
         online = await presence.store().online(list(visible))
         for user_id in ids:
             if user_id not in self.watching:
@@ -232,13 +234,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         """Stream everything changed after the device's cursors, then ``sync.done``."""
         cursors = check_cursors(frame.get("cursors"))
         frame_id = frame.get("id")
-        memberships = await database_sync_to_async(selectors.user_memberships)(self.user_id)
+        memberships = await db(selectors.user_memberships)(self.uid)
         for membership in memberships:
             snapshot = membership.conversation.version
             cursor = cursors.get(membership.conversation_id, 0)
             first = True
             while cursor < snapshot:
-                page = await database_sync_to_async(_sync_page)(membership, cursor)
+                page = await db(_sync_page)(membership, cursor)
                 last_page = len(page) < selectors.SYNC_PAGE_SIZE
                 cursor = max([cursor] + [m["version"] for m in page] + ([snapshot] if last_page else []))
                 batch: dict[str, Any] = {
@@ -254,7 +256,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                     first = False
                 await self.send_json(batch)
         known = {m.conversation_id for m in memberships}
-        receipts = await database_sync_to_async(_sync_receipts)(sorted(known))
+        receipts = await db(_sync_receipts)(sorted(known))
         await self.send_json(
             {
                 "type": "sync.done",
@@ -277,15 +279,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _announce_presence(self, *, online: bool, last_seen: Any) -> None:
-        assert self.user_id is not None  # noqa: S101
-        profile = (await database_sync_to_async(account_selectors.presence_profiles)(user_ids=[self.user_id])).get(
-            self.user_id
-        )
+        profile = (await db(account_selectors.presence_profiles)(user_ids=[self.uid])).get(self.uid)
         if profile is None or not profile.shows_presence:
             return
         await realtime.asend_to_group(
-            realtime.presence_group(self.user_id),
-            events.presence(user_id=self.user_id, online=online, last_seen=last_seen),
+            realtime.presence_group(self.uid),
+            events.presence(user_id=self.uid, online=online, last_seen=last_seen),
         )
 
 

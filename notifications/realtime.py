@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 
 import orjson
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from chat_project.asyncdb import db
 
 T = TypeVar("T")
 
@@ -94,11 +95,11 @@ def send_to_group_on_commit(group: str, payload: dict[str, Any]) -> None:
 
 
 async def run_service(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run a synchronous service on the database thread; publish its events from the loop."""
+    """Run a synchronous service on a database thread; publish its events from the loop."""
     outbox: list[Delivery] = []
     token = _outbox.set(outbox)
     try:
-        result: T = await database_sync_to_async(func)(*args, **kwargs)
+        result: T = await db(func)(*args, **kwargs)
     finally:
         _outbox.reset(token)
         await publish(outbox)  # what committed is announced even if a later step failed

@@ -120,7 +120,8 @@ def free_port() -> int:
 
 @dataclass
 class LiveServer:
-    """A daphne process serving the project against this worker's test database."""
+    """A web process (scripts/serve.sh: daphne, or uvicorn with WEB_SERVER=uvicorn) on this
+    worker's test database."""
 
     port: int
     process: subprocess.Popen[bytes]
@@ -175,10 +176,11 @@ def wait_until(predicate: Any, *, timeout: float, what: str, interval: float = 0
 def start_server(tmp_dir: Path, name: str = "web", **extra_env: str) -> LiveServer:
     port = free_port()
     log_path = tmp_dir / f"{name}-{port}.log"
-    env = server_env(**extra_env)
+    # The server the project runs in production, chosen the same way (WEB_SERVER).
+    env = server_env(HOST="127.0.0.1", PORT=str(port), VENV_BIN=str(Path(sys.executable).parent), **extra_env)
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chat_project.asgi:application"],
+        ["bash", str(ROOT / "scripts" / "serve.sh")],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Start one ASGI web process with the server named by WEB_SERVER (daphne or uvicorn).
+# The server is a switch, not a fork: both serve the same application.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV_BIN:-.venv/bin}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+# Frames larger than the protocol allows are refused by the server itself (plus slack for
+# the JSON envelope); the application answers smaller oversize frames with an error frame.
+MAX_FRAME=$(( ${WS_MAX_FRAME_BYTES:-262144} * 4 ))
+case "${WEB_SERVER:-daphne}" in
+  daphne)
+    exec "$BIN/daphne" --bind "$HOST" --port "$PORT" --websocket_timeout -1 chat_project.asgi:application ;;
+  uvicorn)
+    exec "$BIN/uvicorn" chat_project.asgi:application --host "$HOST" --port "$PORT" \
+      --loop uvloop --http httptools --ws websockets-sansio --ws-max-size "$MAX_FRAME" \
+      --lifespan off --no-server-header ${UVICORN_ARGS:-} ;;
+  *)
+    echo "WEB_SERVER must be daphne or uvicorn, not '${WEB_SERVER}'" >&2; exit 2 ;;
+esac
