@@ -61,14 +61,21 @@ class Members:
 def access_members(*, user_id: int, conversation_id: Any) -> Members:
     """The gate plus the fan-out list: the caller's membership and every active member's id.
 
-    Two small indexed queries; the hot paths (send, typing, receipts) need both.
+    One indexed query (the hot paths, send and typing, need both); the caller's membership
+    comes back without its conversation loaded.
     """
-    me = access_membership(user_id=user_id, conversation_id=conversation_id)
-    user_ids = list(
-        Membership.objects.filter(conversation_id=me.conversation_id, left_at__isnull=True).values_list(
-            "user_id", flat=True
-        )
+    cid = _as_id(conversation_id)
+    rows = Membership.objects.filter(conversation_id=cid, left_at__isnull=True).values_list(
+        "id", "user_id", "role", "joined_seq"
     )
+    me = None
+    user_ids = []
+    for pk, member_id, role, joined_seq in rows:
+        user_ids.append(member_id)
+        if member_id == user_id:
+            me = Membership(id=pk, conversation_id=cid, user_id=member_id, role=role, joined_seq=joined_seq)
+    if me is None:
+        raise ConversationNotFound()
     return Members(user_ids=user_ids, me=me)
 
 

@@ -15,7 +15,7 @@ case "${WEB_SERVER:-daphne}" in
   uvicorn)
     exec "$BIN/uvicorn" chat_project.asgi:application --host "$HOST" --port "$PORT" \
       --loop uvloop --http httptools --ws websockets-sansio --ws-max-size "$MAX_FRAME" \
-      --lifespan off --no-server-header ${UVICORN_ARGS:-} ;;
+      --ws-per-message-deflate false --lifespan off --no-server-header ${UVICORN_ARGS:-} ;;
   *)
     echo "WEB_SERVER must be daphne or uvicorn, not '${WEB_SERVER}'" >&2; exit 2 ;;
 esac
