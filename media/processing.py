@@ -12,13 +12,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-FFMPEG_TIMEOUT_SECONDS = 60
 
 
 class Unprocessable(Exception):
@@ -50,15 +50,25 @@ def _thumbnail(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+@contextmanager
+def _pixel_limit(limit: int) -> Iterator[None]:
+    """Pillow's bomb limit is a global: set ours for one image, leave it as it was after."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def process_image(path: Path) -> ImageResult:
     """Verify an image, strip its metadata (EXIF, GPS) and make a thumbnail.
 
     Decompression bombs (more pixels than MEDIA_MAX_IMAGE_PIXELS), truncated and corrupt
     files raise :class:`Unprocessable`.
     """
-    Image.MAX_IMAGE_PIXELS = settings.MEDIA_MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
+        with _pixel_limit(settings.MEDIA_MAX_IMAGE_PIXELS), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as probe:
                 probe.verify()  # structure and checksums, without decoding
@@ -94,16 +104,21 @@ def ffmpeg_available() -> bool:
     return shutil.which("ffprobe") is not None and shutil.which("ffmpeg") is not None
 
 
+def _run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ffprobe or ffmpeg on a file we wrote; a file that keeps them busy too long is unprocessable."""
+    try:
+        return subprocess.run(  # noqa: S603  (fixed arguments, a path we created)
+            args, capture_output=True, timeout=settings.MEDIA_FFMPEG_TIMEOUT_SECONDS, check=False
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed the process
+        raise Unprocessable(f"{Path(args[0]).name} took longer than {exc.timeout} s") from exc
+
+
 def process_video_or_audio(path: Path, *, want_poster: bool) -> MediaResult:
     """Duration (and for video: size and a poster frame) from ffprobe/ffmpeg, or mutagen for audio."""
     if not ffmpeg_available():
         return MediaResult(duration=_mutagen_duration(path), has_video=want_poster)
-    probe = subprocess.run(  # noqa: S603  (fixed arguments, a path we created)
-        [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        capture_output=True,
-        timeout=FFMPEG_TIMEOUT_SECONDS,
-        check=False,
-    )
+    probe = _run([_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)])
     if probe.returncode != 0:
         raise Unprocessable("ffprobe could not read the file")
     info = json.loads(probe.stdout or b"{}")
@@ -129,12 +144,12 @@ def _scale() -> str:
 def _poster(path: Path) -> bytes | None:
     with tempfile.TemporaryDirectory() as tmp:
         frame = Path(tmp) / "poster.jpg"
-        done = subprocess.run(  # noqa: S603
-            [_tool("ffmpeg"), "-v", "error", "-y", "-i", str(path), "-frames:v", "1", "-vf", _scale(), str(frame)],
-            capture_output=True,
-            timeout=FFMPEG_TIMEOUT_SECONDS,
-            check=False,
-        )
+        try:
+            done = _run(
+                [_tool("ffmpeg"), "-v", "error", "-y", "-i", str(path), "-frames:v", "1", "-vf", _scale(), str(frame)]
+            )
+        except Unprocessable:
+            return None  # a video without a poster is still a video
         if done.returncode != 0 or not frame.exists():
             return None
         return frame.read_bytes()

@@ -16,7 +16,8 @@ from media.services import AttachmentNotFound
 def access_attachment(*, user_id: int, attachment_id: Any) -> Attachment:
     """An attachment its uploader, or a member who can see its message, may fetch.
 
-    Everyone else, and every unknown id, gets the same not-found. One query.
+    Everyone else, every unknown id, and the files of a deleted message get the same
+    not-found. One query.
     """
     try:
         pk = int(attachment_id)
@@ -32,6 +33,7 @@ def access_attachment(*, user_id: int, attachment_id: Any) -> Attachment:
         Attachment.objects.filter(pk=pk)
         .filter(Q(uploader_id=user_id) | Q(Exists(member_sees_it)))
         .exclude(status=Attachment.Status.PENDING)
+        .exclude(message__deleted_at__isnull=False)  # deleted for everyone: its files too
         .first()
     )
     if attachment is None:

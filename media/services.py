@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -22,7 +23,7 @@ from accounts.models import User
 from chat_project.errors import ApplicationError, InvalidInput, NotFound
 from media import processing
 from media.models import Attachment
-from media.sniff import SNIFF_BYTES, sniff
+from media.sniff import GENERIC, SNIFF_BYTES, sniff
 
 logger = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
@@ -75,6 +76,11 @@ def clean_filename(name: Any) -> str:
     return text or "file"
 
 
+def stored_content_type(content_type: str) -> str:
+    """The Content-Type an object is stored with: its sniffed type if browsers may show it inline."""
+    return content_type if content_type in settings.MEDIA_INLINE_TYPES else GENERIC
+
+
 def _new_key(suffix: str = "") -> str:
     return f"att/{secrets.token_urlsafe(24)}{suffix}"
 
@@ -93,6 +99,9 @@ def store_upload(*, uploader: User, file: File[Any]) -> Attachment:
     sniffed = sniff(head)
     size = int(file.size or 0)
     _check_size(sniffed.kind, size)
+    # The store labels the object with the client's Content-Type unless told otherwise:
+    # never keep a type the client chose (text/html named .jpg) on an object in our bucket.
+    file.content_type = stored_content_type(sniffed.content_type)  # type: ignore[attr-defined]  # UploadedFile's field
     key = default_storage.save(_new_key(), file)
     with transaction.atomic():
         attachment = Attachment.objects.create(
@@ -138,34 +147,58 @@ def start_direct_upload(*, uploader: User, filename: Any, size: Any) -> tuple[At
 
 
 def _read_head(key: str) -> bytes:
+    """The first bytes of a stored object, without fetching the rest of it.
+
+    (Opening an S3 object through the storage downloads all of it, into memory.)
+    """
+    if getattr(default_storage, "bucket_name", None):
+        response = _s3_client().get_object(
+            Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}"
+        )
+        head: bytes = response["Body"].read()
+        return head
     with default_storage.open(key, "rb") as stored:
         data: bytes = stored.read(SNIFF_BYTES)
         return data
 
 
 def complete_direct_upload(*, uploader: User, attachment_id: Any) -> Attachment:
-    """Confirm a direct upload: check its real size and type, then process it."""
-    attachment = Attachment.objects.filter(pk=attachment_id, uploader=uploader).first()
-    if attachment is None:
-        raise AttachmentNotFound()
-    if attachment.status != Attachment.Status.PENDING:
-        return attachment
-    if not default_storage.exists(attachment.key):
-        raise NotUploaded()
-    size = default_storage.size(attachment.key)
-    sniffed = sniff(_read_head(attachment.key))
-    try:
-        _check_size(sniffed.kind, size)
-    except ApplicationError:
-        default_storage.delete(attachment.key)
-        attachment.delete()
-        raise
+    """Confirm a direct upload: check its real size and type, then process it.
+
+    The presigned policy bounds the size at the store; it is checked again here, since not
+    every S3-compatible store enforces policies. Completing twice is harmless.
+    """
     with transaction.atomic():
-        attachment.kind, attachment.content_type, attachment.size = sniffed.kind, sniffed.content_type, size
-        attachment.status = Attachment.Status.PROCESSING
-        attachment.save(update_fields=["kind", "content_type", "size", "status"])
-        _enqueue_processing(attachment)
-    return attachment
+        attachment = Attachment.objects.select_for_update().filter(pk=attachment_id, uploader=uploader).first()
+        if attachment is None:
+            raise AttachmentNotFound()
+        if attachment.status != Attachment.Status.PENDING:
+            return attachment
+        if not default_storage.exists(attachment.key):
+            raise NotUploaded()
+        size = default_storage.size(attachment.key)
+        sniffed = sniff(_read_head(attachment.key))
+        refusal = _refusal(sniffed.kind, size, declared=attachment.declared_size)
+        if refusal is None:
+            attachment.kind, attachment.content_type, attachment.size = sniffed.kind, sniffed.content_type, size
+            attachment.status = Attachment.Status.PROCESSING
+            attachment.save(update_fields=["kind", "content_type", "size", "status"])
+            _enqueue_processing(attachment)
+            return attachment
+        key = attachment.key
+        attachment.delete()
+        transaction.on_commit(lambda: default_storage.delete(key))
+    raise refusal
+
+
+def _refusal(kind: str, size: int, *, declared: int) -> ApplicationError | None:
+    if size > declared:
+        return TooLarge("The file is larger than the size declared for its upload.")
+    try:
+        _check_size(kind, size)
+    except ApplicationError as exc:
+        return exc
+    return None
 
 
 def _download(key: str, into: IO[bytes]) -> tuple[str, int]:
@@ -206,7 +239,14 @@ def process_attachment(attachment_id: int) -> int | None:
             attachment.error = str(exc)[:255]
             fields.append("error")
     attachment.status, attachment.processed_at = Attachment.Status.READY, timezone.now()
-    attachment.save(update_fields=list(dict.fromkeys(fields)))
+    made = [key for key in (attachment.thumbnail_key, attachment.key if replaced else "") if key]
+    # Finish only if nobody else did meanwhile (a second delivery of the task, or the orphan
+    # sweep deleting the row): otherwise what this run stored is nobody's and goes.
+    values = {name: getattr(attachment, name) for name in dict.fromkeys(fields)}
+    if not Attachment.objects.filter(pk=attachment.pk, status=Attachment.Status.PROCESSING).update(**values):
+        for key in made:
+            default_storage.delete(key)
+        return None
     if replaced:
         default_storage.delete(replaced)
     # Read the message link afresh: the file may have been sent while it was processed
@@ -265,21 +305,37 @@ def claim_for_message(*, uploader: User, attachment_ids: Any) -> list[Attachment
     )
     if len(attachments) != len(ids):
         raise AttachmentNotFound("Some attachments are unknown, not uploaded yet, or already sent.")
-    order = {a: i for i, a in enumerate(ids)}
-    return sorted(attachments, key=lambda a: order[a.pk])
+    # Upload order, as every later read lists them (the order of the ids is not stored).
+    return attachments
 
 
 def attach(*, attachments: Iterable[Attachment], message_id: int) -> None:
     Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(message_id=message_id)
 
 
-def delete_orphans(*, older_than: timedelta | None = None) -> int:
-    """Delete uploads never attached to a message within MEDIA_ORPHAN_SECONDS (files too)."""
+def delete_orphans(*, older_than: timedelta | None = None, batch: int = 500) -> int:
+    """Delete uploads never attached to a message within MEDIA_ORPHAN_SECONDS, and their objects.
+
+    Rows go first, in batches that skip rows a send has locked; their objects go after each
+    commit, so a file is never deleted from under a message that was sent meanwhile.
+    """
     cutoff = timezone.now() - (older_than or timedelta(seconds=settings.MEDIA_ORPHAN_SECONDS))
-    orphans = list(Attachment.objects.filter(message__isnull=True, created_at__lt=cutoff)[:1000])
-    for attachment in orphans:
-        for key in (attachment.key, attachment.thumbnail_key):
-            if key:
-                default_storage.delete(key)
-        attachment.delete()
-    return len(orphans)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            orphans = list(
+                Attachment.objects.select_for_update(skip_locked=True)
+                .filter(message__isnull=True, created_at__lt=cutoff)
+                .order_by("created_at")[:batch]
+            )
+            Attachment.objects.filter(pk__in=[a.pk for a in orphans]).delete()
+            keys = [key for a in orphans for key in (a.key, a.thumbnail_key) if key]
+            transaction.on_commit(functools.partial(_delete_objects, keys))
+        deleted += len(orphans)
+        if len(orphans) < batch:
+            return deleted
+
+
+def _delete_objects(keys: list[str]) -> None:
+    for key in keys:
+        default_storage.delete(key)

@@ -200,13 +200,18 @@ def start_server(tmp_dir: Path, name: str = "web", **extra_env: str) -> LiveServ
     return server
 
 
-def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
     try:
-        server.process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        process.kill()
+        process.wait()
+
+
+def stop_server(server: LiveServer) -> None:
+    stop_process(server.process, timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -296,18 +301,24 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(tmp_dir: Path, *, name: str = "worker", **extra_env: str) -> Worker:
-    """A real Celery worker process on RabbitMQ, consuming this run's queues."""
+def start_worker(tmp_dir: Path, *, name: str = "worker", queues: str = "", **extra_env: str) -> Worker:
+    """A real Celery worker process on RabbitMQ, consuming this run's queues (or only ``queues``,
+    comma-separated names without the prefix:
+    a worker kept for a whole session must not take other tests' tasks, e.g. pushes for the
+    messages of the messaging tests, while their database is being flushed)."""
     log_path = tmp_dir / f"{name}.log"
     log = log_path.open("wb")
+    env = server_env(**extra_env)
+    only = ("--queues", ",".join(env["CELERY_QUEUE_PREFIX"] + q for q in queues.split(","))) if queues else ()
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "celery", "-A", "chat_project", "worker", "--loglevel", "INFO"),
             *("--concurrency", "1", "--pool", "prefork", "--without-mingle", "--without-gossip"),
             *("--hostname", f"{name}-{os.getpid()}@%h"),
+            *only,
         ],
         cwd=ROOT,
-        env=server_env(**extra_env),
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -323,12 +334,7 @@ def start_worker(tmp_dir: Path, *, name: str = "worker", **extra_env: str) -> Wo
 
 
 def stop_worker(worker: Worker) -> None:
-    worker.process.terminate()
-    try:
-        worker.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.process.kill()
-        worker.process.wait()
+    stop_process(worker.process, timeout=20)
 
 
 @dataclass
@@ -345,8 +351,11 @@ def media_stack(django_db_setup: None, s3_server: S3, tmp_path_factory: pytest.T
 
     celery_app.control.purge()  # tasks left in this run's queues by an earlier run
     tmp = tmp_path_factory.mktemp("media")
-    server = start_server(tmp, name="media-web", **s3_server.env())
-    worker = start_worker(tmp, **s3_server.env())
+    # Queues of their own: the in-process tests' tasks (which nobody needs processed) must not
+    # reach this worker, nor its work overlap their database flushes.
+    env = {**s3_server.env(), "CELERY_QUEUE_PREFIX": f"{settings.CACHE_KEY_PREFIX}-stack-"}
+    server = start_server(tmp, name="media-web", **env)
+    worker = start_worker(tmp, queues="media", **env)
     yield MediaStack(server=server, worker=worker, s3=s3_server)
     stop_worker(worker)
     stop_server(server)

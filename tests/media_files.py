@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
+import subprocess
+import zlib
+from pathlib import Path
 
 from PIL import Image
 
@@ -36,3 +40,57 @@ def pdf() -> bytes:
 def exif_of(data: bytes) -> dict[int, object]:
     with Image.open(io.BytesIO(data)) as image:
         return dict(image.getexif())
+
+
+def png_bomb(side: int = 20_000) -> bytes:
+    """A PNG of a few dozen KB that decodes to ``side`` x ``side`` pixels of one colour.
+
+    Written chunk by chunk, so making it never holds the decoded image (a decompression bomb).
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes((side + 7) // 8)  # filter byte, then one bit per pixel, all black
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def truncated_jpeg() -> bytes:
+    """A photo cut in the middle of its scan data, as an interrupted upload leaves it."""
+    data = jpeg_with_gps()
+    return data[: len(data) // 2]
+
+
+HTML = b"<!doctype html><html><body><script>fetch('/api/v1/conversations/')</script></body></html>\n"
+SVG_WITH_SCRIPT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b"<script>alert(document.cookie)</script><rect width='10' height='10'/></svg>\n"
+)
+
+
+def ffmpeg(out: Path, *args: str) -> bytes:
+    """A file made by Debian's ffmpeg from one of its test sources (lavfi)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, str(out)], check=True, timeout=60)
+    return out.read_bytes()
+
+
+XMP_WITH_GPS = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="52,31.2N"'
+    b' exif:GPSLongitude="13,24.6E"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def photo_with_position(fmt: str, width: int = 800, height: int = 600) -> bytes:
+    """An image in ``fmt`` whose EXIF (and XMP, where the format has it) gives a GPS position."""
+    image = Image.new("RGB", (width, height), (90, 30, 140))
+    exif = Image.Exif()
+    exif[GPS_IFD] = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)}
+    out = io.BytesIO()
+    extra = {"xmp": XMP_WITH_GPS} if fmt in ("JPEG", "WEBP") else {}
+    image.save(out, fmt, exif=exif, **extra)
+    return out.getvalue()
