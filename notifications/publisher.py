@@ -1,0 +1,75 @@
+"""Hands committed push work to RabbitMQ without making the sender wait for the broker.
+
+``transaction.on_commit`` callbacks of a send run on the request's thread (and, for a
+WebSocket frame, on the one database thread of the process). Publishing with publisher
+confirms costs a broker round trip, and minutes of blocked retries when the broker is
+down, so the hook only queues the outbox id here and one background thread per process
+publishes it. When publishing fails the thread pauses for PUSH_PUBLISH_BACKOFF_SECONDS and
+drops what comes meanwhile: nothing is lost, because the outbox row stays in PostgreSQL
+and the periodic sweep enqueues it (docs/architecture.md, "Push notifications").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Celery retries a failed publish this often before we give up and leave it to the sweep.
+PUBLISH_RETRY_POLICY: dict[str, Any] = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_paused_until = 0.0
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-publisher")
+        return _executor
+
+
+def submit_outbox(outbox_id: int) -> None:
+    """Enqueue the decision task for an outbox row, in the background (call after commit)."""
+    if time.monotonic() < _paused_until:
+        return  # the broker failed moments ago: the sweep will pick this row up
+    _pool().submit(_publish, outbox_id)
+
+
+def _publish(outbox_id: int) -> None:
+    global _paused_until
+    from notifications.tasks import process_outbox_task
+
+    if settings.CELERY_TASK_ALWAYS_EAGER:  # embedded default: run it here, off the request thread
+        try:
+            process_outbox_task.apply((outbox_id,))
+        except Exception:
+            logger.exception("push: deciding outbox row %s failed", outbox_id)
+        finally:
+            from django.db import close_old_connections
+
+            close_old_connections()
+        return
+    try:
+        process_outbox_task.apply_async((outbox_id,), retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    except Exception as exc:  # any broker failure: the row waits in PostgreSQL for the sweep
+        _paused_until = time.monotonic() + settings.PUSH_PUBLISH_BACKOFF_SECONDS
+        logger.warning("push: could not enqueue outbox row %s (%s); the sweep will", outbox_id, exc)
+
+
+def drain(timeout: float = 10.0) -> None:
+    """Wait until everything submitted so far was published (tests, shutdown)."""
+    _pool().submit(lambda: None).result(timeout=timeout)
