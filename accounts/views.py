@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.contrib.staticfiles import finders
+from django.contrib.staticfiles.storage import staticfiles_storage
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import services
 from accounts.forms import LoginForm, SignupForm
@@ -19,7 +23,7 @@ from chat_project.errors import ApplicationError, RateLimited
 
 def _start_session(request: HttpRequest, user: User) -> HttpResponse:
     """Log the browser in as a new web device, then go where it was heading."""
-    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    login(request, user, backend="accounts.backends.AccountBackend")
     device = services.register_device(
         user=user, platform=Device.Platform.WEB, name=request.headers.get("User-Agent", "")[:100]
     )
@@ -92,5 +96,29 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def home_view(request: HttpRequest) -> HttpResponse:
-    """The app shell; the chat UI grows here."""
+    """The chat app's shell: static/js/app.js fills it in (docs/architecture.md, "Web UI")."""
     return render(request, "home.html")
+
+
+SERVICE_WORKER = "js/sw.js"
+
+
+def _service_worker_source() -> bytes:
+    found = finders.find(SERVICE_WORKER)
+    if isinstance(found, str):
+        return Path(found).read_bytes()
+    if staticfiles_storage.exists(SERVICE_WORKER):  # collected, without the source tree
+        with staticfiles_storage.open(SERVICE_WORKER) as file:
+            data: bytes = file.read()
+            return data
+    raise Http404("No service worker.")
+
+
+@require_GET
+def service_worker_view(request: HttpRequest) -> HttpResponse:
+    """static/js/sw.js served at /sw.js: a worker's scope can only cover the path it is
+    served under (or what Service-Worker-Allowed grants), and the app lives at "/"."""
+    response = HttpResponse(_service_worker_source(), content_type="text/javascript; charset=utf-8")
+    response["Service-Worker-Allowed"] = "/"
+    response["Cache-Control"] = "no-cache"  # browsers revalidate it, so a deploy reaches them
+    return response
