@@ -42,7 +42,7 @@ run: $(VENV)/.installed
 	@echo "  Sign up in the browser at http://$(HOST):$(PORT)/signup/"
 	@echo "  For the admin at /admin/, run 'make superuser' in another terminal."
 	@echo ""
-	$(EMBEDDED_ENV) DJANGO_DEBUG=1 $(BIN)/daphne --bind $(HOST) --port $(PORT) chat_project.asgi:application
+	$(EMBEDDED_ENV) DJANGO_DEBUG=1 HOST=$(HOST) PORT=$(PORT) VENV_BIN=$(BIN) bash scripts/serve.sh
 
 superuser: $(VENV)/.installed
 	$(EMBEDDED_ENV) $(BIN)/python manage.py createsuperuser

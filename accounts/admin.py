@@ -4,6 +4,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from accounts.models import Device, User
 
 
+# moderation/admin.py re-registers this admin with the moderators' pages (suspend, ban).
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin[User]):
     list_display = ("username", "display_name", "is_active", "is_staff", "date_joined", "last_seen")

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 username_validator = RegexValidator(
     r"^[A-Za-z0-9_.-]{3,32}\Z",
@@ -42,6 +43,9 @@ class User(AbstractUser):
     last_seen_visibility = models.CharField(
         max_length=16, choices=LastSeenVisibility.choices, default=LastSeenVisibility.EVERYONE
     )
+    # Set only by moderators (moderation.services); see in_good_standing().
+    suspended_until = models.DateTimeField(null=True, blank=True)
+    banned_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[CaseInsensitiveUserManager] = CaseInsensitiveUserManager()
 
@@ -57,6 +61,10 @@ class User(AbstractUser):
     def name(self) -> str:
         """What other people see: the display name, or the username when there is none."""
         return self.display_name or self.username
+
+    def in_good_standing(self) -> bool:
+        """Neither banned nor suspended now: the account may log in, hold tokens and sockets."""
+        return self.banned_at is None and (self.suspended_until is None or self.suspended_until <= timezone.now())
 
 
 class Device(models.Model):

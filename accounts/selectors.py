@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
@@ -31,14 +32,21 @@ def search_users(*, q: str, viewer: User, limit: int = 20) -> QuerySet[User]:
     )
 
 
+def in_good_standing(prefix: str = "") -> Q:
+    """Users neither banned nor suspended now (``prefix`` reaches them through a relation)."""
+    return Q(**{f"{prefix}banned_at__isnull": True}) & (
+        Q(**{f"{prefix}suspended_until__isnull": True}) | Q(**{f"{prefix}suspended_until__lte": timezone.now()})
+    )
+
+
 def active_device(*, user_id: int | str | None, device_id: int | str | None) -> Device | None:
-    """The device, with its user, if neither is revoked or deactivated; one query."""
+    """The device, with its user, if neither is revoked, deactivated, suspended or banned; one query."""
     if user_id is None or device_id is None:
         return None
     try:
         return (
             Device.objects.select_related("user")
-            .filter(revoked_at__isnull=True, user__is_active=True)
+            .filter(in_good_standing("user__"), revoked_at__isnull=True, user__is_active=True)
             .get(pk=device_id, user_id=user_id)
         )
     except (Device.DoesNotExist, ValueError, TypeError):  # unknown, or a malformed claim

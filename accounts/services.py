@@ -19,7 +19,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import Device, User, username_validator
-from accounts.selectors import active_device
+from accounts.selectors import active_device, in_good_standing
 from accounts.throttling import check_login_allowed, clear_login_failures, record_login_failure
 from chat_project.errors import ApplicationError, InvalidInput
 from notifications import realtime
@@ -35,6 +35,18 @@ class TokenNotValid(ApplicationError):
     code = "token_not_valid"
     status_code = 401
     default_detail = "Token is invalid, expired or revoked."
+
+
+class AccountSuspended(ApplicationError):
+    code = "account_suspended"
+    status_code = 403
+    default_detail = "This account is suspended."
+
+
+class AccountBanned(ApplicationError):
+    code = "account_banned"
+    status_code = 403
+    default_detail = "This account is banned."
 
 
 class TokenPair(TypedDict):
@@ -83,7 +95,17 @@ def check_login(*, username: str, password: str, ip: str, request: HttpRequest |
     if not isinstance(user, User):
         raise InvalidCredentials()
     clear_login_failures(username=username)
+    check_standing(user)
     return user
+
+
+def check_standing(user: User) -> None:
+    """Refuse a suspended or banned account, saying which and until when (moderation sets them)."""
+    if user.banned_at is not None:
+        raise AccountBanned()
+    if not user.in_good_standing() and user.suspended_until is not None:
+        until = timezone.localtime(user.suspended_until).strftime("%Y-%m-%d %H:%M %Z")
+        raise AccountSuspended(f"This account is suspended until {until}.")
 
 
 def register_device(*, user: User, platform: str = Device.Platform.OTHER, name: str = "") -> Device:
@@ -105,12 +127,19 @@ def login_app(*, username: str, password: str, ip: str, platform: str, device_na
     return device, issue_tokens(device=device)
 
 
-def _device_of_refresh(raw_refresh: str) -> tuple[RefreshToken, Device]:
+def _device_of_refresh(raw_refresh: str, *, logging_out: bool = False) -> tuple[RefreshToken, Device]:
     try:
         refresh = RefreshToken(raw_refresh)  # signature, expiry, type and blacklist
     except TokenError as exc:
         raise TokenNotValid(str(exc)) from None
-    device = active_device(user_id=refresh.get("user_id"), device_id=refresh.get("device_id"))
+    user_id, device_id = refresh.get("user_id"), refresh.get("device_id")
+    device = active_device(user_id=user_id, device_id=device_id)
+    if device is None:
+        restricted = User.objects.filter(pk=user_id, is_active=True).exclude(in_good_standing()).first()
+        if restricted is not None and logging_out:  # a suspended app may still log out
+            device = Device.objects.filter(pk=device_id, user=restricted, revoked_at__isnull=True).first()
+        elif restricted is not None:
+            check_standing(restricted)  # a suspended app keeps its refresh token and is told why
     if device is None:
         raise TokenNotValid("The device was logged out or the account is disabled.")
     return refresh, device
@@ -129,7 +158,7 @@ def rotate_tokens(*, raw_refresh: str) -> TokenPair:
 
 def logout_app(*, raw_refresh: str) -> None:
     """Log an app's device out: blacklist the refresh token, revoke the device, close its sockets."""
-    refresh, device = _device_of_refresh(raw_refresh)
+    refresh, device = _device_of_refresh(raw_refresh, logging_out=True)
     with transaction.atomic():
         refresh.blacklist()
         revoke_device(device=device)

@@ -187,12 +187,14 @@ def w1_idle(webs: list[Web], connections: int, procs: int) -> dict[str, Any]:
     devices = devices_for(users, webs)
     _, rss_before = measure(webs)
     ctx = multiprocessing.get_context("spawn")
-    ready = [ctx.Event() for _ in range(procs)]
-    release = ctx.Event()
-    with ctx.Pool(procs) as pool:
+    manager = ctx.Manager()  # its events can be passed to pool workers
+    ready = [manager.Event() for _ in range(procs)]
+    release = manager.Event()
+    with manager, ctx.Pool(procs) as pool:
         pending = [pool.apply_async(hold, (devices[i::procs], 600, ready[i], release)) for i in range(procs)]
         for event in ready:
-            event.wait(timeout=600)
+            if not event.wait(timeout=600):
+                raise RuntimeError("load generators did not open their connections")
         cpu0, _ = measure(webs)
         time.sleep(5)  # the idle interval being measured, not a synchronisation
         cpu1, rss_after = measure(webs)

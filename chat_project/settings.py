@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "conversations",
     "media",
     "notifications",
+    "moderation",
 ]
 
 MIDDLEWARE = [
@@ -202,6 +203,17 @@ STATIC_ROOT.mkdir(exist_ok=True)
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+
+
+def _s3_transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    part = 8 * 1024 * 1024
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=2)
+    config.max_in_memory_upload_chunks = 2  # parts read ahead of the upload (the memory it holds)
+    return config
+
+
 if AWS_STORAGE_BUCKET_NAME:
     _default_storage: dict[str, Any] = {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -215,6 +227,10 @@ if AWS_STORAGE_BUCKET_NAME:
             "querystring_auth": True,
             "querystring_expire": env.int("MEDIA_URL_EXPIRY_SECONDS", default=300),
             "file_overwrite": False,
+            # Reading an object spools it to a temporary file past 2 MB (the default, 0, keeps
+            # every byte of it in memory), and uploads hold two 8 MB parts at a time, not ten.
+            "max_memory_size": 2 * 1024 * 1024,
+            "transfer_config": _s3_transfer_config(),
         },
     }
 else:
@@ -240,6 +256,8 @@ WHITENOISE_MANIFEST_STRICT = False
 
 # --- Accounts and auth ------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
+# ModelBackend whose sessions end while the account is suspended or banned.
+AUTHENTICATION_BACKENDS = ["accounts.backends.AccountBackend"]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -307,6 +325,8 @@ SPECTACULAR_SETTINGS = {
         "MemberRoleEnum": "conversations.models.Membership.Role",
         "AttachmentKindEnum": "media.models.Attachment.Kind",
         "DevicePlatformEnum": "accounts.models.Device.Platform",
+        "ReportReasonEnum": "moderation.models.Report.Reason",
+        "ReportStatusEnum": "moderation.models.Report.Status",
     },
 }
 
@@ -356,6 +376,8 @@ MEDIA_MAX_BYTES = {
     "file": env.int("MEDIA_MAX_FILE_MB", default=100) * _MB,
 }
 MEDIA_MAX_IMAGE_PIXELS = env.int("MEDIA_MAX_IMAGE_PIXELS", default=50_000_000)
+# ffprobe/ffmpeg get this long per file; a file that keeps them busy longer stays a plain file.
+MEDIA_FFMPEG_TIMEOUT_SECONDS = env.float("MEDIA_FFMPEG_TIMEOUT_SECONDS", default=60.0)
 MEDIA_THUMBNAIL_SIZE = 320
 MEDIA_MAX_PER_MESSAGE = 10
 MEDIA_ORPHAN_SECONDS = env.int("MEDIA_ORPHAN_SECONDS", default=24 * 60 * 60)
@@ -424,3 +446,11 @@ PUSH_PUBLISH_BACKOFF_SECONDS = env.float("PUSH_PUBLISH_BACKOFF_SECONDS", default
 PUSH_DELIVERY_RETENTION_DAYS = env.int("PUSH_DELIVERY_RETENTION_DAYS", default=14)
 CELERY_BEAT_SCHEDULE["push-sweep"] = {"task": "notifications.tasks.sweep_task", "schedule": PUSH_SWEEP_SECONDS}
 CELERY_BEAT_SCHEDULE["push-purge"] = {"task": "notifications.tasks.purge_task", "schedule": 60 * 60}
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(  # type: ignore[attr-defined]  # a dict literal above
+    {
+        "PushSubscriptionKindEnum": "notifications.models.PushSubscription.Kind",
+        "PushDeliveryKindEnum": "notifications.models.PushDelivery.Kind",
+        "PushDeliveryStatusEnum": "notifications.models.PushDelivery.Status",
+        "PushDeliveryReasonEnum": "notifications.models.PushDelivery.Reason",
+    }
+)

@@ -1,4 +1,4 @@
-"""Admin views of conversations (read-mostly; moderation actions arrive with the moderation work)."""
+"""Admin views of conversations; moderation/admin.py extends them with the moderators' pages."""
 
 from django.contrib import admin
 

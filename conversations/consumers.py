@@ -35,6 +35,7 @@ from conversations.protocol import (
     require,
 )
 from conversations.ratelimit import TokenBucket, user_window
+from moderation import selectors as moderation_selectors
 from notifications import realtime
 
 logger = logging.getLogger(__name__)
@@ -217,16 +218,19 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             raise InvalidInput(fields={"user_ids": [f"At most {MAX_PRESENCE_SUBSCRIPTIONS} users per connection."]})
         visible = await db(account_selectors.presence_profiles)(user_ids=ids)
         online = await presence.store().online(list(visible))
+        # A block either way hides presence both ways, looking like "hides last seen".
+        blocked = await db(moderation_selectors.presence_hidden_ids)(user_id=self.uid, among=ids)
         for user_id in ids:
-            if user_id not in self.watching:
+            if user_id not in self.watching and user_id not in blocked:
                 self.watching.add(user_id)
                 await self.channel_layer.group_add(realtime.presence_group(user_id), self.channel_name)
         for user_id, profile in visible.items():
+            shows = profile.shows_presence and user_id not in blocked
             await self.send_json(
                 events.presence(
                     user_id=user_id,
-                    online=online[user_id] if profile.shows_presence else None,
-                    last_seen=profile.last_seen if profile.shows_presence else None,
+                    online=online[user_id] if shows else None,
+                    last_seen=profile.last_seen if shows else None,
                 )
             )
 
@@ -277,6 +281,18 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         """The device logged out elsewhere: close its sockets."""
         if event["device_id"] == self.device_id:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def sockets_close(self, event: dict[str, Any]) -> None:
+        """A moderator suspended or banned the user: close every socket (4423, docs/protocol.md)."""
+        await self.close(code=event["code"])
+
+    async def presence_hide(self, event: dict[str, Any]) -> None:
+        """A block between this user and another: stop watching the other's presence."""
+        other = event["user_id"]
+        if other in self.watching:
+            self.watching.discard(other)
+            await self.channel_layer.group_discard(realtime.presence_group(other), self.channel_name)
+            await self.send_json(events.presence(user_id=other, online=None, last_seen=None))
 
     async def _announce_presence(self, *, online: bool, last_seen: Any) -> None:
         profile = (await db(account_selectors.presence_profiles)(user_ids=[self.uid])).get(self.uid)

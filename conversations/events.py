@@ -37,10 +37,13 @@ def attachment_payload(attachment: Attachment) -> dict[str, Any]:
 def message_payload(message: Message) -> dict[str, Any]:
     """A message as clients see it. Reactions and attachments must be loaded already
     (``selectors.visible_messages`` prefetches them; a new message gets them from
-    ``selectors.loaded``), so building a payload never queries."""
+    ``selectors.loaded``), so building a payload never queries. A message hidden by a
+    moderator is a tombstone like a deleted one, flagged ``hidden``."""
     deleted = message.deleted_at is not None
-    reactions = [] if deleted else [{"user_id": r.user_id, "emoji": r.emoji} for r in message.reactions.all()]
-    files = [] if deleted else list(message.attachments.all())
+    hidden = message.hidden_at is not None
+    gone = deleted or hidden
+    reactions = [] if gone else [{"user_id": r.user_id, "emoji": r.emoji} for r in message.reactions.all()]
+    files = [] if gone else list(message.attachments.all())
     return {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -49,12 +52,13 @@ def message_payload(message: Message) -> dict[str, Any]:
         "sender_id": message.sender_id,
         "client_msg_id": message.client_msg_id,
         "kind": message.kind,
-        "body": "" if deleted else message.body,
+        "body": "" if gone else message.body,
         "meta": message.meta,
         "reply_to": message.reply_to_id,
         "created_at": _iso(message.created_at),
         "edited_at": _iso(message.edited_at),
         "deleted": deleted,
+        "hidden": hidden,
         "reactions": reactions,
         "attachments": [attachment_payload(a) for a in files],
     }
@@ -65,7 +69,7 @@ def message_new(message: Message) -> dict[str, Any]:
 
 
 def message_updated(message: Message) -> dict[str, Any]:
-    """An edit, deletion or reaction change: the message in its new state."""
+    """An edit, deletion, reaction change, hiding or restoring: the message in its new state."""
     return {"type": "message.updated", "message": message_payload(message)}
 
 

@@ -40,6 +40,8 @@ class Conversation(models.Model):
     last_seq = models.BigIntegerField(default=0)
     version = models.BigIntegerField(default=0)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # A moderator froze the group: sends are refused (moderation.selectors.check_send_allowed).
+    frozen_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.title or f"{self.kind} {self.pk}"
@@ -113,6 +115,9 @@ class Message(models.Model):
     created_at = models.DateTimeField()
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Hidden by a moderator: members see a tombstone, as for a deletion, until it is restored.
+    hidden_at = models.DateTimeField(null=True, blank=True)
+    hidden_reason = models.CharField(max_length=1000, blank=True)
 
     if TYPE_CHECKING:
         attachments: RelatedManager[Attachment]

@@ -119,3 +119,37 @@ def store() -> PresenceStore:
         client = async_redis()
         _store = RedisPresence(client) if client is not None else LocalPresence()
     return _store
+
+
+def online_now(user_ids: list[int]) -> dict[int, bool]:
+    """Which of these users have a current lease, read synchronously (Celery workers).
+
+    Reads the same Redis keys as :class:`RedisPresence`. Without Redis (embedded default,
+    where tasks run in the web process) it reads that process's :class:`LocalPresence`;
+    a process that has none knows nobody as online.
+    """
+    if not user_ids:
+        return {}
+    client = _sync_redis()
+    if client is None:
+        local = _store if isinstance(_store, LocalPresence) else None
+        return {u: bool(local and local._current(u)) for u in user_ids}
+    now = time.time()
+    with client.pipeline(transaction=False) as pipe:
+        for user_id in user_ids:
+            pipe.zcount(key("presence", user_id), now, "+inf")
+        counts = pipe.execute()
+    return {u: int(c) > 0 for u, c in zip(user_ids, counts, strict=True)}
+
+
+_sync_client: Any = None
+
+
+def _sync_redis() -> Any:
+    """A pooled synchronous ``redis.Redis`` for REDIS_URL, or None without Redis."""
+    global _sync_client
+    if _sync_client is None and settings.REDIS_URL:
+        import redis
+
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL)
+    return _sync_client

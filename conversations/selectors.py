@@ -56,27 +56,31 @@ class Members:
 
     user_ids: list[int]
     me: Membership
+    kind: str = Conversation.Kind.GROUP
+    frozen: bool = False  # a moderator froze the conversation
 
 
 def access_members(*, user_id: int, conversation_id: Any) -> Members:
     """The gate plus the fan-out list: the caller's membership and every active member's id.
 
     One indexed query (the hot paths, send and typing, need both); the caller's membership
-    comes back without its conversation loaded.
+    comes back without its conversation loaded, the conversation's kind and frozen flag with it.
     """
     cid = _as_id(conversation_id)
     rows = Membership.objects.filter(conversation_id=cid, left_at__isnull=True).values_list(
-        "id", "user_id", "role", "joined_seq"
+        "id", "user_id", "role", "joined_seq", "conversation__kind", "conversation__frozen_at"
     )
     me = None
     user_ids = []
-    for pk, member_id, role, joined_seq in rows:
+    kind, frozen = "", False
+    for pk, member_id, role, joined_seq, conversation_kind, frozen_at in rows:
         user_ids.append(member_id)
         if member_id == user_id:
             me = Membership(id=pk, conversation_id=cid, user_id=member_id, role=role, joined_seq=joined_seq)
+            kind, frozen = conversation_kind, frozen_at is not None
     if me is None:
         raise ConversationNotFound()
-    return Members(user_ids=user_ids, me=me)
+    return Members(user_ids=user_ids, me=me, kind=kind, frozen=frozen)
 
 
 def active_member_ids(conversation_id: int) -> list[int]:

@@ -31,7 +31,9 @@ from conversations.selectors import (
     receipts_fan_out_to_all,
 )
 from media import services as media_services
+from moderation.selectors import check_send_allowed
 from notifications import realtime
+from notifications import services as push
 
 
 class EditWindowClosed(ApplicationError):
@@ -383,9 +385,14 @@ def send_message(
     body = check_body(body if body is not None else "", allow_empty=bool(attachment_ids))
     members = access_members(user_id=sender.pk, conversation_id=conversation_id)
     conversation_id = members.me.conversation_id
-    existing = selectors.visible_messages_of(conversation_id).filter(sender=sender, client_msg_id=client_msg_id).first()
-    if existing is not None:
-        return existing, False
+    check_send_allowed(sender_id=sender.pk, members=members)  # frozen groups, blocked users
+    if attachment_ids:
+        # A retry must find its original before claiming files that the original took.
+        existing = (
+            selectors.visible_messages_of(conversation_id).filter(sender=sender, client_msg_id=client_msg_id).first()
+        )
+        if existing is not None:
+            return existing, False
     reply_to_id = None
     if reply_to is not None:
         reply_to_id = access_message(membership=members.me, message_id=reply_to).pk
@@ -411,7 +418,11 @@ def send_message(
             Membership.objects.filter(pk=members.me.pk).update(read_seq=seq, delivered_seq=seq)
             selectors.loaded(message, attachments=files)
             realtime.send_on_commit(members.user_ids, events.message_new(message), origin=origin)
-    except IntegrityError:  # the same client_msg_id committed first in a concurrent send
+            push.notify_on_commit(message=message)  # offline members: one outbox row, a task after commit
+    except IntegrityError:
+        # A retry (or a concurrent copy) of a message already stored: the unique index on
+        # (conversation, sender, client_msg_id) refused it and the rollback returned its
+        # seq, so the order stays gap-free. Answer with the original.
         return selectors.visible_messages_of(conversation_id).get(sender=sender, client_msg_id=client_msg_id), False
     return message, True
 
@@ -428,7 +439,7 @@ def _change_message(membership: Membership, message: Message, fields: list[str])
 def _own_live_message(user: User, conversation_id: Any, message_id: Any) -> tuple[Membership, Message]:
     membership = access_membership(user_id=user.pk, conversation_id=conversation_id)
     message = access_message(membership=membership, message_id=message_id)
-    if message.deleted_at is not None or message.kind != Message.Kind.TEXT:
+    if message.deleted_at is not None or message.hidden_at is not None or message.kind != Message.Kind.TEXT:
         raise MessageNotFound()
     if message.sender_id != user.pk:
         raise NotYourMessage()
@@ -507,6 +518,8 @@ def mark_cursor(*, user: User, conversation_id: Any, status: Any, seq: Any) -> M
         member_ids = active_member_ids(membership.conversation_id)
         recipients = member_ids if receipts_fan_out_to_all(len(member_ids)) else [user.pk]
         realtime.send_on_commit(recipients, events.receipt_update(membership))
+        if status == ReceiptStatus.READ:
+            push.clear_on_commit(membership=membership)  # notifications shown on other devices
     return membership
 
 
@@ -521,3 +534,77 @@ def announce_message_change(*, message_id: int) -> None:
         message.save(update_fields=["version"])
         message = selectors.visible_messages_of(message.conversation_id).get(pk=message.pk)
         realtime.send_on_commit(active_member_ids(message.conversation_id), events.message_updated(message))
+
+
+# --- moderation (called by moderation.services, which checks the moderator and audits) ---------
+
+
+def set_message_hidden(*, message_id: int, hidden: bool, reason: str = "") -> tuple[Message, bool]:
+    """Hide a text message (members see a tombstone, as for a deletion) or restore it.
+
+    Either way the message takes a new version and members hear ``message.updated``.
+    Returns the message and whether anything changed.
+    """
+    message = Message.objects.filter(pk=message_id, kind=Message.Kind.TEXT).first()
+    if message is None:
+        raise MessageNotFound()
+    if (message.hidden_at is not None) == hidden:
+        return message, False
+    with transaction.atomic():
+        _, version = _allocate(message.conversation_id, message=False)  # locks the conversation first
+        message.hidden_at, message.hidden_reason = (timezone.now(), reason) if hidden else (None, "")
+        message.version = version
+        message.save(update_fields=["hidden_at", "hidden_reason", "version"])
+        message = selectors.visible_messages_of(message.conversation_id).get(pk=message.pk)
+        realtime.send_on_commit(active_member_ids(message.conversation_id), events.message_updated(message))
+    return message, True
+
+
+def _lock_group(conversation_id: int) -> Conversation:
+    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise selectors.ConversationNotFound()
+    if conversation.kind != Conversation.Kind.GROUP:
+        raise Forbidden("Only groups can be frozen or have members removed by a moderator.")
+    return conversation
+
+
+def set_group_frozen(*, conversation_id: int, frozen: bool) -> bool:
+    """Freeze a group (sends are refused with ``frozen``) or unfreeze it; returns whether it changed.
+
+    Members see why in a system message (``group_frozen`` / ``group_unfrozen``, no sender).
+    """
+    with transaction.atomic():
+        conversation = _lock_group(conversation_id)
+        if (conversation.frozen_at is not None) == frozen:
+            return False
+        conversation.frozen_at = timezone.now() if frozen else None
+        conversation.save(update_fields=["frozen_at"])
+        _post_system_message(
+            conversation,
+            actor=None,
+            meta={"event": "group_frozen" if frozen else "group_unfrozen", "by_moderator": True},
+            recipients=active_member_ids(conversation.pk),
+        )
+    return True
+
+
+def remove_member_by_moderator(*, conversation_id: int, user_id: int) -> Membership:
+    """A moderator removes a member from a group: as an admin's removal, posted without a sender."""
+    with transaction.atomic():
+        conversation = _lock_group(conversation_id)
+        target = Membership.objects.filter(conversation=conversation, user_id=user_id, left_at__isnull=True).first()
+        if target is None:
+            raise NotFound("User is not a member.")
+        recipients = active_member_ids(conversation.pk)
+        target.left_at = timezone.now()
+        target.save(update_fields=["left_at"])
+        _hand_on_ownership(conversation)
+        _post_system_message(
+            conversation,
+            actor=None,
+            meta={"event": "member_removed", "user_ids": [target.user_id], "by_moderator": True},
+            recipients=[u for u in recipients if u != target.user_id],
+        )
+        realtime.send_on_commit([target.user_id], events.membership_removed(conversation_id=conversation.pk))
+    return target

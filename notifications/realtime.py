@@ -31,6 +31,8 @@ T = TypeVar("T")
 # Event types as consumers see them (method names after Channels' dot-to-underscore rule).
 CLIENT_EVENT = "client.event"
 DEVICE_REVOKED = "device.revoked"
+SOCKETS_CLOSE = "sockets.close"
+PRESENCE_HIDE = "presence.hide"
 
 
 @dataclass(frozen=True)
@@ -121,3 +123,17 @@ def revoke_device_sockets(*, user_id: int, device_id: int) -> None:
     layer = get_channel_layer()
     if layer is not None:
         async_to_sync(layer.group_send)(user_group(user_id), {"type": DEVICE_REVOKED, "device_id": device_id})
+
+
+def close_user_sockets(*, user_id: int, code: int) -> None:
+    """Ask every web process to close all sockets of a user with ``code`` (a suspension or ban)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(user_group(user_id), {"type": SOCKETS_CLOSE, "code": code})
+
+
+def hide_presence(*, user_id: int, other_user_id: int) -> None:
+    """Ask a user's sockets to stop watching another user's presence (a block between them)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(user_group(user_id), {"type": PRESENCE_HIDE, "user_id": other_user_id})

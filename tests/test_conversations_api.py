@@ -647,6 +647,7 @@ def test_send_returns_the_stored_message_and_moves_the_conversation_on(alice, bo
         "created_at": body["created_at"],
         "edited_at": None,
         "deleted": False,
+        "hidden": False,
         "reactions": [],
     }
     assert datetime.fromisoformat(body["created_at"]) == message.created_at

@@ -46,6 +46,7 @@ class MessageSchema(serializers.Serializer[None]):
     created_at = serializers.DateTimeField()
     edited_at = serializers.DateTimeField(allow_null=True)
     deleted = serializers.BooleanField()
+    hidden = serializers.BooleanField(help_text="Hidden by a moderator: a tombstone like a deleted message.")
     reactions = ReactionSchema(many=True)
     attachments = AttachmentSchema(many=True)
 
