@@ -34,6 +34,7 @@ def access_attachment(*, user_id: int, attachment_id: Any) -> Attachment:
         .filter(Q(uploader_id=user_id) | Q(Exists(member_sees_it)))
         .exclude(status=Attachment.Status.PENDING)
         .exclude(message__deleted_at__isnull=False)  # deleted for everyone: its files too
+        .exclude(message__hidden_at__isnull=False)  # hidden by a moderator: likewise
         .first()
     )
     if attachment is None:

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Device, User
+from accounts.selectors import in_good_standing
 from chat_project.errors import ApplicationError, InvalidInput, NotFound
 from conversations import presence
 from conversations.models import Conversation, Membership, Message
@@ -148,6 +149,7 @@ def _decide_message(row: PushOutbox) -> list[tuple[int, datetime | None]]:
     }
     devices = list(
         Device.objects.filter(user_id__in=members, revoked_at__isnull=True, user__is_active=True)
+        .filter(in_good_standing("user__"))  # no pushes to suspended or banned accounts
         .order_by("id")
         .values_list("pk", "user_id")
     )
@@ -167,8 +169,8 @@ def _decide_message(row: PushOutbox) -> list[tuple[int, datetime | None]]:
             return Reason.DISABLED
         if muted_until is not None and muted_until > now:
             return Reason.MUTED
-        if message.deleted_at is not None:
-            return Reason.DELETED
+        if message.deleted_at is not None or message.hidden_at is not None:
+            return Reason.DELETED  # gone for everyone: never push its text
         if read_seq >= message.seq:
             return Reason.READ
         return Reason.NONE
@@ -447,13 +449,18 @@ def _build_notification(delivery: PushDelivery) -> _Built | str:
             seq__gt=membership.read_seq,
             kind=Message.Kind.TEXT,
             deleted_at__isnull=True,
+            hidden_at__isnull=True,
         )
         .exclude(sender_id=delivery.user_id)
         .order_by("-seq")
         .first()
     )
     if latest is None:
-        own_deleted = Message.objects.filter(pk=delivery.message_id or 0, deleted_at__isnull=False).exists()
+        own_deleted = (
+            Message.objects.filter(pk=delivery.message_id or 0)
+            .filter(Q(deleted_at__isnull=False) | Q(hidden_at__isnull=False))
+            .exists()
+        )
         return Reason.DELETED if own_deleted else Reason.READ
     if presence.online_now([delivery.user_id]).get(delivery.user_id):
         return Reason.ONLINE

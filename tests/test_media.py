@@ -512,12 +512,17 @@ def test_only_the_uploader_fetches_a_file_before_it_is_processed(s3: S3, alice: 
     assert shared.headers["content-type"] == "image/jpeg" and GPS_IFD not in exif_of(shared.content)
 
 
-def test_a_deleted_message_takes_its_files_with_it(s3: S3, alice: User, bob: User) -> None:
+@pytest.mark.parametrize("how", ["deleted by its sender", "hidden by a moderator"])
+def test_a_message_gone_for_everyone_takes_its_files_with_it(s3: S3, alice: User, bob: User, how: str) -> None:
     chat = direct_chat(alice, bob)
     meta = uploaded(api_for(alice), "plan.pdf", pdf())
     message = ok(send(api_for(alice), chat.pk, [meta["id"]], body="plan"), 201)
     process(meta["id"])
-    conversations.delete_message(user=alice, conversation_id=chat.pk, message_id=message["id"])
+    assert follow(download(api_for(bob), meta["id"])).content == pdf()  # shared while the message stands
+    if how == "deleted by its sender":
+        conversations.delete_message(user=alice, conversation_id=chat.pk, message_id=message["id"])
+    else:
+        conversations.set_message_hidden(message_id=message["id"], hidden=True, reason="spam")
     for user in (bob, alice):
         error_of(api_for(user).get(f"{MEDIA}{meta['id']}/"), 404, "not_found")
         error_of(download(api_for(user), meta["id"]), 404, "not_found")

@@ -204,9 +204,14 @@ function watchPeers() {
   client.watchPresence(ids);
 }
 
+/** A tombstone: deleted by its sender, or hidden by a moderator. */
+const gone = (message) => Boolean(message.deleted || message.hidden);
+const HIDDEN_TEXT = "This message was removed by a moderator";
+
 /** What a message says in one line (list previews, reply quotes). */
 function snippet(message) {
   if (!message) return "";
+  if (message.hidden) return HIDDEN_TEXT;
   if (message.deleted) return "This message was deleted";
   if (message.kind === "system") return systemText(message);
   const files = visualFirst(message.attachments ?? []);
@@ -336,14 +341,14 @@ function renderRow(conv, link) {
   } else if (conv.last_message) {
     const m = conv.last_message;
     const mine = m.sender_id === me.id && m.kind !== "system";
-    const who = !mine && conv.kind === "group" && m.kind !== "system" && !m.deleted ? `${nameOf(m.sender_id)}: ` : "";
+    const who = !mine && conv.kind === "group" && m.kind !== "system" && !gone(m) ? `${nameOf(m.sender_id)}: ` : "";
     preview = h(
       "span",
       { class: "preview" },
-      mine && !m.deleted ? statusMark(statusOf(conv, m)) : null,
+      mine && !gone(m) ? statusMark(statusOf(conv, m)) : null,
       h(
         "span",
-        { class: `preview-text${m.deleted ? " preview-text--deleted" : ""}` },
+        { class: `preview-text${gone(m) ? " preview-text--deleted" : ""}` },
         who,
         m.deleted && m.sender_id === me.id ? "You deleted this message" : snippet(m),
       ),
@@ -720,9 +725,10 @@ function messageItem(conv, message) {
   if (view.firstUnread != null && !mine && message.seq === firstUnreadSeq(conv)) li.classList.add("msg--first-unread");
   const bubble = h("div", { class: "bubble" });
   if (conv.kind === "group" && !mine) bubble.append(h("span", { class: `sender tx-${colorClass(`u${message.sender_id}`).slice(3)}` }, nameOf(message.sender_id)));
-  const files = message.deleted ? [] : visualFirst(message.attachments ?? []);
-  if (message.deleted) {
-    bubble.append(h("p", { class: "text text--deleted" }, icon("deleted", "icon icon--inline"), mine ? "You deleted this message" : "This message was deleted", meta(conv, message, mine)));
+  const files = gone(message) ? [] : visualFirst(message.attachments ?? []);
+  if (gone(message)) {
+    const text = message.hidden ? HIDDEN_TEXT : mine ? "You deleted this message" : "This message was deleted";
+    bubble.append(h("p", { class: "text text--deleted" }, icon("deleted", "icon icon--inline"), text, meta(conv, message, mine)));
   } else {
     if (message.reply_to) bubble.append(quoteOf(message.reply_to));
     if (files.length) bubble.append(h("div", { class: "atts" }, files.map((a) => attachmentView(a, mine))));
@@ -731,7 +737,7 @@ function messageItem(conv, message) {
   }
   if (onlyPictures(files) && !message.body) bubble.classList.add("bubble--media");
   li.append(bubble);
-  if (!message.deleted) {
+  if (!gone(message)) {
     bubble.append(
       h("button", { type: "button", class: "msg-more", "aria-label": "Message options", "aria-haspopup": "menu", "aria-expanded": "false" }, icon("more")),
     );
@@ -765,9 +771,9 @@ function meta(conv, message, mine) {
     "span",
     { class: "meta" },
     " ", // apart from the text, for screen readers (not rendered: the meta is a flexbox)
-    message.edited_at && !message.deleted ? h("span", { class: "edited" }, "edited") : null,
+    message.edited_at && !gone(message) ? h("span", { class: "edited" }, "edited") : null,
     h("time", { datetime: message.created_at, title: created.toLocaleString() }, clock(created)),
-    mine && !message.deleted ? statusMark(statusOf(conv, message)) : null,
+    mine && !gone(message) ? statusMark(statusOf(conv, message)) : null,
   );
 }
 
@@ -1274,7 +1280,7 @@ function onComposerKey(event) {
   } else if (event.key === "ArrowUp" && !$("message").value && !state.editing) {
     const mine = client
       .conversationMessages(state.open)
-      .filter((m) => m.sender_id === me.id && m.kind === "text" && !m.deleted && m.body)
+      .filter((m) => m.sender_id === me.id && m.kind === "text" && !gone(m) && m.body)
       .pop();
     if (mine && Date.now() - Date.parse(mine.created_at) < EDIT_WINDOW_MS) {
       event.preventDefault();
