@@ -420,6 +420,8 @@ WEBPUSH_ALLOW_HTTP = env.bool("WEBPUSH_ALLOW_HTTP", default=False)
 FCM_ENDPOINT = env.str("FCM_ENDPOINT", default="https://fcm.googleapis.com")
 FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")
 FCM_ACCESS_TOKEN = env.str("FCM_ACCESS_TOKEN", default="")
+# The service account key file from the Firebase console; FCM access tokens are minted from it.
+FCM_SERVICE_ACCOUNT_FILE = env.str("FCM_SERVICE_ACCOUNT_FILE", default="")
 APNS_ENDPOINT = env.str("APNS_ENDPOINT", default="https://api.push.apple.com")
 APNS_TEAM_ID = env.str("APNS_TEAM_ID", default="")
 APNS_KEY_ID = env.str("APNS_KEY_ID", default="")

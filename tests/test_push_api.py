@@ -9,6 +9,7 @@ the outbox and the sends itself, exactly as the tasks would.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from conversations import services as chat
 from conversations.models import Conversation, Membership
 from notifications import services, vapid
 from notifications.models import DeadLetter, PushDelivery, PushOutbox, PushPreference, PushSubscription
-from tests.conftest import AppLogin, app_login
+from tests.conftest import AppLogin, app_login, make_user
 from tests.push_service import FakePushService, Reply, Subscriber, b64url, b64url_decode, verify_vapid
 
 pytestmark = pytest.mark.django_db
@@ -452,6 +453,70 @@ def test_fcm_and_apns_backends_speak_their_services_protocols(
     assert apns.headers["apns-collapse-id"] == f"conversation-{conversation.pk}"
     assert apns.json_body()["aps"]["alert"] == {"title": "Alice", "body": "hi phones"}
     assert {d.status for d in deliveries} == {"accepted"}
+
+
+def test_fcm_mints_its_access_token_from_a_service_account(
+    push_settings: Any, push_service: FakePushService, tmp_path: Path, alice: User, bob: User, carol: User
+) -> None:
+    from urllib.parse import parse_qs
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from notifications.backends import google_auth
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    account = {
+        "type": "service_account",
+        "project_id": "chat-from-account",
+        "client_email": "push@chat-from-account.iam.example",
+        "private_key_id": "k1",
+        "private_key": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        "token_uri": push_service.url("/token"),
+    }
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text(json.dumps(account))
+    push_settings.FCM_ACCESS_TOKEN, push_settings.FCM_PROJECT_ID = "", ""
+    push_settings.FCM_SERVICE_ACCOUNT_FILE = str(key_file)
+    google_auth.forget_token()
+    minted = [json.dumps({"access_token": f"minted-{n}", "expires_in": 3600}).encode() for n in (1, 2)]
+    push_service.script("/token", Reply(200, body=minted[0]), Reply(200, body=minted[1]))
+    send_path = "/v1/projects/chat-from-account/messages:send"
+    push_service.script(send_path, Reply(200), Reply(200), Reply(401))  # then 201s
+    # Three chats, so that no push is coalesced with another.
+    senders = [alice, carol, make_user("dave")]
+    chats = [chat.get_or_create_direct(user=u, other_user_id=bob.pk)[0] for u in senders]
+    android = app_login(bob, Device.Platform.ANDROID).device
+    services.register_subscription(device=android, kind="fcm", token="fcm-token-android")
+
+    try:
+        send(senders[0], chats[0], "first")
+        decide_and_send(push_service)
+        send(senders[1], chats[1], "second")  # the token is cached: no new assertion
+        decide_and_send(push_service)
+        send(senders[2], chats[2], "third")  # FCM refuses the token (401): forget it, retry later
+        for row in PushOutbox.objects.order_by("id"):
+            services.process_outbox(outbox_id=row.pk)
+        third = PushDelivery.objects.get(status__in=PushDelivery.PENDING)
+        assert services.send_delivery(delivery_id=third.pk) is not None  # a retry is scheduled
+        PushDelivery.objects.filter(pk=third.pk).update(next_attempt_at=timezone.now())  # its time comes
+        assert services.send_delivery(delivery_id=third.pk) is None  # sent with a newly minted token
+        deliveries = list(PushDelivery.objects.order_by("id"))
+    finally:
+        google_auth.forget_token()
+
+    token_requests = push_service.to("/token")
+    assert len(token_requests) == 2
+    form = parse_qs(token_requests[0].body.decode())
+    assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+    claims = jwt.decode(form["assertion"][0], key.public_key(), algorithms=["RS256"], audience=account["token_uri"])
+    assert (claims["iss"], claims["scope"]) == (account["client_email"], google_auth.SCOPE)
+    assert claims["exp"] - claims["iat"] == 3600
+    auths = [r.headers["authorization"] for r in push_service.to(send_path)]
+    assert auths[:3] == ["Bearer minted-1"] * 3
+    assert auths[3:] == ["Bearer minted-2"]
+    assert deliveries[-1].status == "accepted"
 
 
 @pytest.mark.parametrize(
