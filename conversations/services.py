@@ -399,7 +399,11 @@ def send_message(
 
     try:
         with transaction.atomic():
-            files = media_services.claim_for_message(uploader=sender, attachment_ids=attachment_ids or [])
+            files = (
+                media_services.claim_for_message(uploader=sender, attachment_ids=attachment_ids)
+                if attachment_ids is not None and attachment_ids != []
+                else []
+            )
             now = timezone.now()
             seq, version = _allocate(conversation_id, message=True, at=now)
             message = Message.objects.create(
