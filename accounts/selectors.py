@@ -19,12 +19,14 @@ USER_SEARCH_MAX = 50
 
 
 def search_users(*, q: str, viewer: User, limit: int = 20) -> QuerySet[User]:
-    """Active users whose username or display name starts with ``q`` (case-insensitive)."""
+    """Active users in good standing whose username or display name starts with ``q``
+    (case-insensitive); banned and suspended accounts are not offered."""
     q = q.strip()
     if not q:
         return User.objects.none()
     return (
         User.objects.filter(is_active=True)
+        .filter(in_good_standing())
         .filter(Q(username__istartswith=q) | Q(display_name__istartswith=q))
         .exclude(pk=viewer.pk)
         .only("id", "username", "display_name")

@@ -199,12 +199,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         conversation_id, state = require(frame, "conversation_id", "state")
         if state not in ("start", "stop"):
             raise InvalidInput(fields={"state": ["'start' or 'stop'."]})
-        members = await db(selectors.access_members)(user_id=self.uid, conversation_id=conversation_id)
-        others = [u for u in members.user_ids if u != self.uid]
+        conversation_id, others = await db(moderation_selectors.typing_recipients)(
+            user_id=self.uid, conversation_id=conversation_id
+        )
         await realtime.asend_to_users(
             others,
             events.typing(
-                conversation_id=members.me.conversation_id,
+                conversation_id=conversation_id,
                 user_id=self.uid,
                 state=state,
                 expires_in=settings.TYPING_EXPIRY_SECONDS,

@@ -31,7 +31,7 @@ from conversations.selectors import (
     receipts_fan_out_to_all,
 )
 from media import services as media_services
-from moderation.selectors import check_send_allowed
+from moderation.selectors import check_not_frozen, check_send_allowed
 from notifications import realtime
 from notifications import services as push
 
@@ -454,6 +454,7 @@ def edit_message(*, user: User, conversation_id: Any, message_id: Any, body: Any
     """Change a message's text: its sender, within MESSAGE_EDIT_WINDOW_SECONDS."""
     body = check_body(body)
     membership, message = _own_live_message(user, conversation_id, message_id)
+    check_not_frozen(membership.conversation)
     if timezone.now() - message.created_at > timedelta(seconds=settings.MESSAGE_EDIT_WINDOW_SECONDS):
         raise EditWindowClosed()
     if message.body == body:
@@ -478,6 +479,7 @@ def set_reaction(*, user: User, conversation_id: Any, message_id: Any, emoji: An
     message = access_message(membership=membership, message_id=message_id)
     if message.deleted_at is not None or message.kind != Message.Kind.TEXT:
         raise MessageNotFound()
+    check_not_frozen(membership.conversation)
     with transaction.atomic():
         if emoji:
             Reaction.objects.update_or_create(message=message, user=user, defaults={"emoji": emoji})

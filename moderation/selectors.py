@@ -14,7 +14,7 @@ from django.db.models import Q, QuerySet
 
 from chat_project.errors import ApplicationError
 from conversations.models import Conversation, Membership, Message
-from conversations.selectors import visible_messages
+from conversations.selectors import access_members, visible_messages
 from moderation.models import Block
 
 if TYPE_CHECKING:
@@ -41,6 +41,23 @@ def _between(user_id: int, others: Iterable[int]) -> QuerySet[Block]:
     return Block.objects.filter(
         Q(blocker_id=user_id, blocked_id__in=others) | Q(blocker_id__in=others, blocked_id=user_id)
     )
+
+
+def check_not_frozen(conversation: Conversation) -> None:
+    """Refuse new content (edits and reactions too) in a group a moderator froze."""
+    if conversation.frozen_at is not None:
+        raise ConversationFrozen()
+
+
+def typing_recipients(*, user_id: int, conversation_id: object) -> tuple[int, list[int]]:
+    """Who hears the user typing in a conversation: its other members, or nobody when the
+    user could not send there (a frozen group, a block either way in a direct chat)."""
+    members = access_members(user_id=user_id, conversation_id=conversation_id)
+    try:
+        check_send_allowed(sender_id=user_id, members=members)
+    except ApplicationError:
+        return members.me.conversation_id, []
+    return members.me.conversation_id, [u for u in members.user_ids if u != user_id]
 
 
 def check_send_allowed(*, sender_id: int, members: Members) -> None:

@@ -769,3 +769,62 @@ def test_hiding_a_message_reaches_every_member_live_and_restoring_brings_it_back
     assert [(f["message"]["hidden"], f["message"]["body"]) for f in shown] == [(False, "something awful")] * 3
     assert shown[0]["message"]["version"] > hidden[0]["message"]["version"]
     assert [e.action for e in AuditLog.objects.order_by("id")] == ["message_hidden", "message_restored"]
+
+
+def test_user_search_leaves_out_banned_and_suspended_accounts(
+    moderator: User, alice: User, bob: User, carol: User
+) -> None:
+    bob_two, carol_two = make_user("bob_two"), make_user("carol_two")
+    services.ban_user(actor=moderator, user_id=bob_two.pk, reason="spam")
+    services.suspend_user(
+        actor=moderator, user_id=carol_two.pk, until=timezone.now() + timedelta(days=1), reason="abuse"
+    )
+    client = APIClient()
+    client.force_authenticate(alice)
+    found = {u["username"] for u in client.get("/api/v1/users/?q=bo").json()} | {
+        u["username"] for u in client.get("/api/v1/users/?q=car").json()
+    }
+    assert found == {"bob", "carol"}
+
+
+def test_a_frozen_group_takes_no_edits_or_reactions_but_allows_deletions(
+    moderator: User, alice: User, bob: User
+) -> None:
+    group = chat.create_group(creator=alice, title="Quiet", member_ids=[bob.pk])
+    message, _ = chat.send_message(sender=alice, conversation_id=group.pk, client_msg_id="q1", body="before")
+    services.set_group_frozen(actor=moderator, conversation_id=group.pk, frozen=True, reason="cool down")
+    version = Message.objects.get(pk=message.pk).version
+    attempts: list[Callable[[], object]] = [
+        lambda: chat.edit_message(user=alice, conversation_id=group.pk, message_id=message.pk, body="after"),
+        lambda: chat.set_reaction(user=bob, conversation_id=group.pk, message_id=message.pk, emoji="👍"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(Exception, match="froze") as refused:
+            attempt()
+        assert getattr(refused.value, "code", None) == "frozen"
+    assert Message.objects.get(pk=message.pk).version == version  # nothing changed
+    chat.delete_message(user=alice, conversation_id=group.pk, message_id=message.pk)
+    assert Message.objects.get(pk=message.pk).deleted_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_typing_does_not_cross_a_block(live_server_asgi: LiveServer, alice: User, bob: User, carol: User) -> None:
+    chat_ab = direct(alice, bob)
+    group = chat.create_group(creator=carol, title="All three", member_ids=[alice.pk, bob.pk])
+    services.block_user(user=alice, blocked_id=bob.pk)
+    a_login, b_login = app_login(alice), app_login(bob)
+
+    async def scenario() -> list[dict[str, Any]]:
+        a = await connect(live_server_asgi, a_login.access)
+        b = await connect(live_server_asgi, b_login.access)
+        await b.send({"type": "typing", "conversation_id": chat_ab.pk, "state": "start"})
+        # Blocks do not apply in groups: this one arrives, and it was published after the first.
+        await b.send({"type": "typing", "conversation_id": group.pk, "state": "start"})
+        await a.expect("typing", lambda f: f["conversation_id"] == group.pk)
+        typing = [f for f in a.received if f["type"] == "typing"]
+        for ws in (a, b):
+            await ws.close()
+        return typing
+
+    typing = run(scenario())
+    assert [f["conversation_id"] for f in typing] == [group.pk]
