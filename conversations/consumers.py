@@ -98,7 +98,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         _sockets.add(self)
         _ensure_sweeper()
         if await presence.store().connect(user.pk, self.channel_name):
-            await self._announce_presence(online=True, last_seen=None)
+            # The user came with the device lookup: no query to know their privacy setting.
+            shows = user.last_seen_visibility == user.LastSeenVisibility.EVERYONE
+            await self._announce_presence(online=True, last_seen=None, shows_presence=shows)
 
     async def disconnect(self, code: int) -> None:
         if self.user_id is None:
@@ -295,9 +297,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(realtime.presence_group(other), self.channel_name)
             await self.send_json(events.presence(user_id=other, online=None, last_seen=None))
 
-    async def _announce_presence(self, *, online: bool, last_seen: Any) -> None:
-        profile = (await db(account_selectors.presence_profiles)(user_ids=[self.uid])).get(self.uid)
-        if profile is None or not profile.shows_presence:
+    async def _announce_presence(self, *, online: bool, last_seen: Any, shows_presence: bool | None = None) -> None:
+        """Tell the user's watchers they came online or went offline, if the user shows presence
+        (read afresh unless given: the setting may have changed while the socket was open)."""
+        if shows_presence is None:
+            profile = (await db(account_selectors.presence_profiles)(user_ids=[self.uid])).get(self.uid)
+            shows_presence = profile is not None and profile.shows_presence
+        if not shows_presence:
             return
         await realtime.asend_to_group(
             realtime.presence_group(self.uid),
