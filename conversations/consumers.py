@@ -219,14 +219,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         ids = services.check_user_ids(user_ids)
         if len(self.watching | set(ids)) > MAX_PRESENCE_SUBSCRIPTIONS:
             raise InvalidInput(fields={"user_ids": [f"At most {MAX_PRESENCE_SUBSCRIPTIONS} users per connection."]})
-        visible = await db(account_selectors.presence_profiles)(user_ids=ids)
-        online = await presence.store().online(list(visible))
         # A block either way hides presence both ways, looking like "hides last seen".
         blocked = await db(moderation_selectors.presence_hidden_ids)(user_id=self.uid, among=ids)
+        # Watch first, then read: a change announced after the join reaches this socket, and
+        # (frames and events being handled one at a time) after the state sent below; a change
+        # announced before it is already in what we read.
         for user_id in ids:
             if user_id not in self.watching and user_id not in blocked:
                 self.watching.add(user_id)
                 await self.channel_layer.group_add(realtime.presence_group(user_id), self.channel_name)
+        visible = await db(account_selectors.presence_profiles)(user_ids=ids)
+        online = await presence.store().online(list(visible))
         for user_id, profile in visible.items():
             shows = profile.shows_presence and user_id not in blocked
             await self.send_json(

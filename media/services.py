@@ -166,7 +166,9 @@ def complete_direct_upload(*, uploader: User, attachment_id: Any) -> Attachment:
     """Confirm a direct upload: check its real size and type, then process it.
 
     The presigned policy bounds the size at the store; it is checked again here, since not
-    every S3-compatible store enforces policies. Completing twice is harmless.
+    every S3-compatible store enforces policies. The object is first copied to a key no
+    presigned request names: the POST stays valid until it expires, and must not be able to
+    swap the file after it was checked. Completing twice is harmless.
     """
     with transaction.atomic():
         attachment = Attachment.objects.select_for_update().filter(pk=attachment_id, uploader=uploader).first()
@@ -176,19 +178,32 @@ def complete_direct_upload(*, uploader: User, attachment_id: Any) -> Attachment:
             return attachment
         if not default_storage.exists(attachment.key):
             raise NotUploaded()
+        posted_key, attachment.key = attachment.key, _seal(attachment.key)
+        transaction.on_commit(lambda: default_storage.delete(posted_key))
         size = default_storage.size(attachment.key)
         sniffed = sniff(_read_head(attachment.key))
         refusal = _refusal(sniffed.kind, size, declared=attachment.declared_size)
         if refusal is None:
             attachment.kind, attachment.content_type, attachment.size = sniffed.kind, sniffed.content_type, size
             attachment.status = Attachment.Status.PROCESSING
-            attachment.save(update_fields=["kind", "content_type", "size", "status"])
+            attachment.save(update_fields=["key", "kind", "content_type", "size", "status"])
             _enqueue_processing(attachment)
             return attachment
         key = attachment.key
         attachment.delete()
         transaction.on_commit(lambda: default_storage.delete(key))
     raise refusal
+
+
+def _seal(key: str) -> str:
+    """Copy a directly uploaded object to a fresh key inside the store; return that key."""
+    sealed = _new_key()
+    _s3_client().copy_object(
+        Bucket=settings.AWS_STORAGE_BUCKET_NAME,
+        Key=sealed,
+        CopySource={"Bucket": settings.AWS_STORAGE_BUCKET_NAME, "Key": key},
+    )
+    return sealed
 
 
 def _refusal(kind: str, size: int, *, declared: int) -> ApplicationError | None:

@@ -209,6 +209,24 @@ def test_direct_upload_goes_to_s3_and_the_worker_makes_it_ready(
     assert image_of(httpx.get(thumb.headers["location"]).content) == ("JPEG", (320, 192))
 
 
+def test_a_completed_direct_upload_cannot_be_swapped_by_posting_again(
+    s3: S3, alice: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    photo = png(40, 30)
+    client = api_for(alice)
+    started = ok(client.post(f"{MEDIA}uploads/", {"filename": "scan.png", "size": len(photo)}, format="json"), 201)
+    attachment_id, presigned = started["attachment"]["id"], started["upload"]
+    posted_key = Attachment.objects.get(pk=attachment_id).key
+    assert post_to_store(presigned, "scan.png", photo).status_code < 300
+    with django_capture_on_commit_callbacks(execute=True):
+        ok(client.post(f"{MEDIA}{attachment_id}/complete/"))
+    sealed_key = Attachment.objects.get(pk=attachment_id).key
+    # The presigned POST is still valid: a second POST writes only the key it names.
+    assert post_to_store(presigned, "scan.png", b"<html><script>alert(1)</script>").status_code < 300
+    body = s3.client().get_object(Bucket=s3.bucket, Key=sealed_key)["Body"].read()
+    assert sealed_key != posted_key and body == photo
+
+
 def test_direct_upload_larger_than_declared_is_refused_at_completion(
     s3: S3, alice: User, django_capture_on_commit_callbacks: Any
 ) -> None:
