@@ -358,17 +358,25 @@ class ModeratedUserAdmin(ModerationAdminMixin, UserAdmin):
 # --- messages ------------------------------------------------------------------------------------
 
 
-class HiddenFilter(admin.SimpleListFilter):
-    title = "hidden by a moderator"
-    parameter_name = "hidden"
+def moderated_state_filter(field: str, title: str, yes: str, no: str) -> type[admin.SimpleListFilter]:
+    """A yes/no list filter on whether a moderator's timestamp (``hidden_at``, ``frozen_at``) is set."""
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Hidden"), ("no", "Shown")]
+    class StateFilter(admin.SimpleListFilter):
+        parameter_name = field.removesuffix("_at")
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(hidden_at__isnull=self.value() == "no")
-        return queryset
+        def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+            return [("yes", yes), ("no", no)]
+
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+            if self.value() in ("yes", "no"):
+                return queryset.filter(**{f"{field}__isnull": self.value() == "no"})
+            return queryset
+
+    StateFilter.title = title
+    return StateFilter
+
+
+HiddenFilter = moderated_state_filter("hidden_at", "hidden by a moderator", "Hidden", "Shown")
 
 
 admin.site.unregister(Message)
@@ -440,17 +448,7 @@ class ModeratedMessageAdmin(ModerationAdminMixin, MessageAdmin):
 # --- conversations ---------------------------------------------------------------------------------
 
 
-class FrozenFilter(admin.SimpleListFilter):
-    title = "frozen"
-    parameter_name = "frozen"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Frozen"), ("no", "Not frozen")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(frozen_at__isnull=self.value() == "no")
-        return queryset
+FrozenFilter = moderated_state_filter("frozen_at", "frozen", "Frozen", "Not frozen")
 
 
 def _members(conversation: Conversation) -> dict[str, Any]:

@@ -452,6 +452,9 @@ def test_hide_and_restore_a_message_from_the_admin(moderator: User, alice: User,
     )
     twice = admin_action(admin, f"/admin/conversations/message/{message.pk}/hide/", {"reason": "again"}, status=400)
     assert "already hidden" in twice.content.decode()
+    link = f"/admin/conversations/message/{message.pk}/change/"
+    assert link in admin.get("/admin/conversations/message/", {"hidden": "yes"}).content.decode()
+    assert link not in admin.get("/admin/conversations/message/", {"hidden": "no"}).content.decode()
 
     admin_action(admin, f"/admin/conversations/message/{message.pk}/restore/", {"reason": "a false alarm"})
 
