@@ -8,7 +8,6 @@ on the *full stack*. Every variable is listed in README.md ("Configuration").
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import django_stubs_ext
 import environ
 
+from chat_project.localkeys import read_or_create
 from chat_project.queues import celery_queue_settings
 
 django_stubs_ext.monkeypatch()  # lets models and admin classes be subscripted for typing
@@ -33,21 +33,7 @@ def _embedded_secret_key() -> str:
 
     The key is never committed: it is made on the machine that runs the app.
     """
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        # Written whole under a temporary name, then linked into place: two processes
-        # starting together agree on one key, and a crash never leaves an empty file.
-        tmp = VAR_DIR / f".secret_key.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(64))
-        try:
-            os.link(tmp, key_file)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return key_file.read_text().strip()
+    return read_or_create(VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(64).encode()).decode().strip()
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

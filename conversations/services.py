@@ -296,17 +296,23 @@ def remove_member(*, actor: User, conversation_id: Any, user_id: Any) -> None:
             _require_group_admin(me)
             if target.role == Membership.Role.OWNER and me.role != Membership.Role.OWNER:
                 raise Forbidden("Only an owner can remove an owner.")
-        recipients = active_member_ids(conversation.pk)
-        target.left_at = timezone.now()
-        target.save(update_fields=["left_at"])
-        _hand_on_ownership(conversation)
-        _post_system_message(
-            conversation,
-            actor=actor,
-            meta={"event": "member_left" if leaving else "member_removed", "user_ids": [target.user_id]},
-            recipients=[u for u in recipients if u != target.user_id],
-        )
-        realtime.send_on_commit([target.user_id], events.membership_removed(conversation_id=conversation.pk))
+        event = "member_left" if leaving else "member_removed"
+        _end_membership(conversation, target, actor=actor, meta={"event": event, "user_ids": [target.user_id]})
+
+
+def _end_membership(
+    conversation: Conversation, target: Membership, *, actor: User | None, meta: dict[str, Any]
+) -> None:
+    """Take a member out of a locked group: no more events or reads for them, an owner kept,
+    the others told with a system message, the member told the conversation is gone."""
+    recipients = active_member_ids(conversation.pk)
+    target.left_at = timezone.now()
+    target.save(update_fields=["left_at"])
+    _hand_on_ownership(conversation)
+    _post_system_message(
+        conversation, actor=actor, meta=meta, recipients=[u for u in recipients if u != target.user_id]
+    )
+    realtime.send_on_commit([target.user_id], events.membership_removed(conversation_id=conversation.pk))
 
 
 def _hand_on_ownership(conversation: Conversation) -> None:
@@ -602,15 +608,6 @@ def remove_member_by_moderator(*, conversation_id: int, user_id: int) -> Members
         target = Membership.objects.filter(conversation=conversation, user_id=user_id, left_at__isnull=True).first()
         if target is None:
             raise NotFound("User is not a member.")
-        recipients = active_member_ids(conversation.pk)
-        target.left_at = timezone.now()
-        target.save(update_fields=["left_at"])
-        _hand_on_ownership(conversation)
-        _post_system_message(
-            conversation,
-            actor=None,
-            meta={"event": "member_removed", "user_ids": [target.user_id], "by_moderator": True},
-            recipients=[u for u in recipients if u != target.user_id],
-        )
-        realtime.send_on_commit([target.user_id], events.membership_removed(conversation_id=conversation.pk))
+        meta = {"event": "member_removed", "user_ids": [target.user_id], "by_moderator": True}
+        _end_membership(conversation, target, actor=None, meta=meta)
     return target

@@ -10,7 +10,6 @@ changing it invalidates every browser subscription.
 from __future__ import annotations
 
 import base64
-import os
 import time
 from functools import cache
 from pathlib import Path
@@ -20,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from chat_project.localkeys import read_or_create
 
 KEY_FILE = "vapid_private_key.pem"
 # A token is valid for at most 24 hours (RFC 8292); we sign for 12 and re-sign after 11.
@@ -36,22 +37,12 @@ def b64url_decode(text: str) -> bytes:
 
 def _generated_key_pem(var_dir: Path) -> bytes:
     """The key pair kept in VAR_DIR, made on first use (two processes agree on one)."""
-    key_file = var_dir / KEY_FILE
-    if not key_file.exists():
-        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    return read_or_create(
+        var_dir / KEY_FILE,
+        lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        tmp = var_dir / f".{KEY_FILE}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        try:
-            os.link(tmp, key_file)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return key_file.read_bytes()
+        ),
+    )
 
 
 def parse_private_key(value: str) -> ec.EllipticCurvePrivateKey:
