@@ -352,6 +352,10 @@ WS_SENDS_PER_SECOND = env.float("WS_SENDS_PER_SECOND", default=10.0)
 WS_SEND_BURST = env.int("WS_SEND_BURST", default=30)
 WS_USER_SENDS_PER_MINUTE = env.int("WS_USER_SENDS_PER_MINUTE", default=600)
 WS_ABUSE_CLOSE_AFTER = env.int("WS_ABUSE_CLOSE_AFTER", default=50)
+# Group commit of WebSocket sends (conversations/groupcommit.py): at most this many sends per
+# transaction, and this many transactions of a web process in flight at once.
+SEND_BATCH_MAX = env.int("SEND_BATCH_MAX", default=256)
+SEND_BATCHES_IN_FLIGHT = env.int("SEND_BATCHES_IN_FLIGHT", default=2)
 
 # --- Media ---------------------------------------------------------------------------------------
 _MB = 1024 * 1024

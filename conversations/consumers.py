@@ -23,7 +23,7 @@ from accounts import services as account_services
 from accounts.ws_auth import CLOSE_UNAUTHENTICATED
 from chat_project.asyncdb import db
 from chat_project.errors import ApplicationError, InvalidInput
-from conversations import events, presence, selectors, services
+from conversations import events, groupcommit, presence, selectors, services
 from conversations.protocol import (
     MAX_PRESENCE_SUBSCRIPTIONS,
     PROTOCOL_VERSION,
@@ -162,16 +162,31 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         conversation_id, client_msg_id = require(frame, "conversation_id", "client_msg_id")
-        message, _created = await realtime.run_service(
-            services.send_message,
-            sender=self.scope["user"],
-            conversation_id=conversation_id,
-            client_msg_id=client_msg_id,
-            body=frame.get("body"),
-            reply_to=frame.get("reply_to"),
-            attachment_ids=frame.get("attachment_ids"),
-            origin=self.channel_name,
-        )
+        reply_to, attachment_ids = frame.get("reply_to"), frame.get("attachment_ids")
+        if reply_to is None and not attachment_ids:  # plain text: stored by the next group commit
+            outcome = await groupcommit.queue().send(
+                services.TextSend(
+                    sender=self.scope["user"],
+                    conversation_id=selectors.as_id(conversation_id),
+                    client_msg_id=services.check_client_msg_id(client_msg_id),
+                    body=services.check_body("" if frame.get("body") is None else frame["body"]),
+                    origin=self.channel_name,
+                )
+            )
+            if isinstance(outcome, ApplicationError):
+                raise outcome
+            message, _created = outcome
+        else:
+            message, _created = await realtime.run_service(
+                services.send_message,
+                sender=self.scope["user"],
+                conversation_id=conversation_id,
+                client_msg_id=client_msg_id,
+                body=frame.get("body"),
+                reply_to=reply_to,
+                attachment_ids=attachment_ids,
+                origin=self.channel_name,
+            )
         # A retry is answered with the original message, as it is now.
         await self.send_json({"type": "message.ack", "id": frame.get("id"), "message": events.message_payload(message)})
 

@@ -6,6 +6,7 @@ conversation exists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import reduce
 from operator import or_
@@ -30,7 +31,7 @@ class MessageNotFound(NotFound):
     default_detail = "Message not found."
 
 
-def _as_id(value: Any) -> int:
+def as_id(value: Any) -> int:
     """A client-supplied id as an int; anything else is simply not found."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConversationNotFound()
@@ -44,7 +45,7 @@ def access_membership(*, user_id: int, conversation_id: Any) -> Membership:
     """The caller's active membership, with its conversation; one query."""
     try:
         return Membership.objects.select_related("conversation").get(
-            conversation_id=_as_id(conversation_id), user_id=user_id, left_at__isnull=True
+            conversation_id=as_id(conversation_id), user_id=user_id, left_at__isnull=True
         )
     except Membership.DoesNotExist:
         raise ConversationNotFound() from None
@@ -66,21 +67,33 @@ def access_members(*, user_id: int, conversation_id: Any) -> Members:
     One indexed query (the hot paths, send and typing, need both); the caller's membership
     comes back without its conversation loaded, the conversation's kind and frozen flag with it.
     """
-    cid = _as_id(conversation_id)
-    rows = Membership.objects.filter(conversation_id=cid, left_at__isnull=True).values_list(
-        "id", "user_id", "role", "joined_seq", "conversation__kind", "conversation__frozen_at"
-    )
-    me = None
-    user_ids = []
-    kind, frozen = "", False
-    for pk, member_id, role, joined_seq, conversation_kind, frozen_at in rows:
-        user_ids.append(member_id)
-        if member_id == user_id:
-            me = Membership(id=pk, conversation_id=cid, user_id=member_id, role=role, joined_seq=joined_seq)
-            kind, frozen = conversation_kind, frozen_at is not None
-    if me is None:
+    cid = as_id(conversation_id)
+    members = access_members_many([(user_id, cid)]).get((user_id, cid))
+    if members is None:
         raise ConversationNotFound()
-    return Members(user_ids=user_ids, me=me, kind=kind, frozen=frozen)
+    return members
+
+
+def access_members_many(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Members]:
+    """:func:`access_members` for many (user id, conversation id) pairs at once, in one query.
+
+    A pair whose user is not an active member is missing from the answer.
+    """
+    wanted = set(pairs)
+    rows = Membership.objects.filter(conversation_id__in={cid for _, cid in wanted}, left_at__isnull=True).values_list(
+        "id", "conversation_id", "user_id", "role", "joined_seq", "conversation__kind", "conversation__frozen_at"
+    )
+    user_ids: dict[int, list[int]] = {}
+    mine: dict[tuple[int, int], tuple[Membership, str, bool]] = {}
+    for pk, cid, member_id, role, joined_seq, kind, frozen_at in rows:
+        user_ids.setdefault(cid, []).append(member_id)
+        if (member_id, cid) in wanted:
+            me = Membership(id=pk, conversation_id=cid, user_id=member_id, role=role, joined_seq=joined_seq)
+            mine[member_id, cid] = (me, kind, frozen_at is not None)
+    return {
+        pair: Members(user_ids=user_ids[pair[1]], me=me, kind=kind, frozen=frozen)
+        for pair, (me, kind, frozen) in mine.items()
+    }
 
 
 def active_member_ids(conversation_id: int) -> list[int]:
@@ -114,7 +127,7 @@ def visible_messages_of(conversation_id: int) -> QuerySet[Message]:
 def access_message(*, membership: Membership, message_id: Any) -> Message:
     """A message of the member's conversation that the member may see."""
     try:
-        return visible_messages(membership).get(pk=_as_id(message_id))
+        return visible_messages(membership).get(pk=as_id(message_id))
     except (Message.DoesNotExist, NotFound):
         raise MessageNotFound() from None
 

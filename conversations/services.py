@@ -8,7 +8,9 @@ semantics are described in docs/architecture.md.
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +25,7 @@ from chat_project.errors import ApplicationError, Forbidden, InvalidInput, NotFo
 from conversations import events, selectors
 from conversations.models import Conversation, Membership, Message, Reaction
 from conversations.selectors import (
+    Members,
     MessageNotFound,
     access_members,
     access_membership,
@@ -31,7 +34,8 @@ from conversations.selectors import (
     receipts_fan_out_to_all,
 )
 from media import services as media_services
-from moderation.selectors import check_not_frozen, check_send_allowed
+from media.models import Attachment
+from moderation.selectors import blocks_among, check_not_frozen, check_send_allowed
 from notifications import realtime
 from notifications import services as push
 
@@ -371,6 +375,110 @@ def set_member_role(*, actor: User, conversation_id: Any, user_id: Any, role: An
 # --- messages -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TextSend:
+    """One checked ``message.send`` of text, waiting for a group commit (see
+    :func:`send_text_messages`)."""
+
+    sender: User
+    conversation_id: int
+    client_msg_id: str
+    body: str
+    origin: str | None = None
+
+
+@dataclass
+class _NewMessage:
+    members: Members
+    client_msg_id: str
+    body: str
+    reply_to_id: int | None = None
+    files: list[Attachment] = field(default_factory=list)
+    origin: str | None = None
+
+
+def _allocate_messages(counts: dict[int, int], at: datetime) -> dict[int, tuple[int, int]]:
+    """Take ``counts[c]`` new seqs (and versions) in each conversation ``c``, for messages sent
+    ``at``; return each conversation's new last seq and version.
+
+    Like :func:`_allocate`, the row locks serialise writers of one conversation until commit.
+    Rows are locked in id order, so two group commits that share conversations cannot deadlock.
+    """
+    if connection.vendor != "postgresql":  # the embedded default: one UPDATE per conversation
+        allocated: dict[int, tuple[int, int]] = {}
+        for conversation_id, count in sorted(counts.items()):
+            for _ in range(count):
+                allocated[conversation_id] = _allocate(conversation_id, message=True, at=at)
+        return allocated
+    ids = sorted(counts)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM conversations_conversation WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        cursor.execute(
+            "UPDATE conversations_conversation AS c SET last_seq = c.last_seq + n.count,"
+            " version = c.version + n.count, last_message_at = GREATEST(c.last_message_at, %s)"
+            " FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, count) WHERE c.id = n.id"
+            " RETURNING c.id, c.last_seq, c.version",
+            [at, ids, [counts[i] for i in ids]],
+        )
+        return {int(cid): (int(seq), int(version)) for cid, seq, version in cursor.fetchall()}
+
+
+def _advance_own_cursors(seqs: dict[int, int]) -> None:
+    """Sending implies having read everything before it: move each sender's cursors (by
+    membership id) to their newest message."""
+    if connection.vendor != "postgresql":
+        for membership_id, seq in seqs.items():
+            Membership.objects.filter(pk=membership_id).update(read_seq=seq, delivered_seq=seq)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE conversations_membership AS m SET read_seq = GREATEST(m.read_seq, s.seq),"
+            " delivered_seq = GREATEST(m.delivered_seq, s.seq)"
+            " FROM unnest(%s::bigint[], %s::bigint[]) AS s(id, seq) WHERE m.id = s.id",
+            [list(seqs), list(seqs.values())],
+        )
+
+
+def _store_messages(new: list[_NewMessage]) -> list[Message]:
+    """Write checked messages, in order, in the current transaction, and announce each after
+    commit: one allocation, one INSERT, one cursor UPDATE and one outbox INSERT for them all.
+
+    Raises IntegrityError when one of them is a duplicate that slipped past the caller's check
+    (a concurrent retry): the caller's rollback then returns every seq taken here.
+    """
+    now = timezone.now()
+    counts = Counter(n.members.me.conversation_id for n in new)
+    last = _allocate_messages(counts, now)
+    # Each conversation's new messages take the seqs (and versions) just below its new last.
+    taken = {cid: (last[cid][0] - count, last[cid][1] - count) for cid, count in counts.items()}
+    rows: list[Message] = []
+    for n in new:
+        cid = n.members.me.conversation_id
+        seq, version = taken[cid]
+        taken[cid] = (seq + 1, version + 1)
+        rows.append(
+            Message(
+                conversation_id=cid,
+                seq=seq + 1,
+                version=version + 1,
+                sender_id=n.members.me.user_id,
+                client_msg_id=n.client_msg_id,
+                body=n.body,
+                reply_to_id=n.reply_to_id,
+                created_at=now,
+            )
+        )
+    messages = Message.objects.bulk_create(rows)
+    _advance_own_cursors({n.members.me.pk: m.seq for n, m in zip(new, messages, strict=True)})
+    for n, message in zip(new, messages, strict=True):
+        if n.files:
+            media_services.attach(attachments=n.files, message_id=message.pk)
+        selectors.loaded(message, attachments=n.files)
+        realtime.send_on_commit(n.members.user_ids, events.message_new(message), origin=n.origin)
+    push.notify_on_commit(messages=messages)  # offline members: outbox rows, one task after commit
+    return messages
+
+
 def send_message(
     *,
     sender: User,
@@ -394,9 +502,7 @@ def send_message(
     check_send_allowed(sender_id=sender.pk, members=members)  # frozen groups, blocked users
     if attachment_ids:
         # A retry must find its original before claiming files that the original took.
-        existing = (
-            selectors.visible_messages_of(conversation_id).filter(sender=sender, client_msg_id=client_msg_id).first()
-        )
+        existing = _original(conversation_id, sender.pk, client_msg_id)
         if existing is not None:
             return existing, False
     reply_to_id = None
@@ -410,31 +516,100 @@ def send_message(
                 if attachment_ids is not None and attachment_ids != []
                 else []
             )
-            now = timezone.now()
-            seq, version = _allocate(conversation_id, message=True, at=now)
-            message = Message.objects.create(
-                conversation_id=conversation_id,
-                seq=seq,
-                version=version,
-                sender=sender,
-                client_msg_id=client_msg_id,
-                body=body,
-                reply_to_id=reply_to_id,
-                created_at=now,
-            )
-            if files:
-                media_services.attach(attachments=files, message_id=message.pk)
-            # Sending implies having read everything before it.
-            Membership.objects.filter(pk=members.me.pk).update(read_seq=seq, delivered_seq=seq)
-            selectors.loaded(message, attachments=files)
-            realtime.send_on_commit(members.user_ids, events.message_new(message), origin=origin)
-            push.notify_on_commit(message=message)  # offline members: one outbox row, a task after commit
+            new = _NewMessage(members, client_msg_id, body, reply_to_id, files, origin)
+            (message,) = _store_messages([new])
     except IntegrityError:
         # A retry (or a concurrent copy) of a message already stored: the unique index on
         # (conversation, sender, client_msg_id) refused it and the rollback returned its
         # seq, so the order stays gap-free. Answer with the original.
         return selectors.visible_messages_of(conversation_id).get(sender=sender, client_msg_id=client_msg_id), False
     return message, True
+
+
+def _original(conversation_id: int, sender_id: int, client_msg_id: str) -> Message | None:
+    return (
+        selectors.visible_messages_of(conversation_id).filter(sender_id=sender_id, client_msg_id=client_msg_id).first()
+    )
+
+
+SendOutcome = tuple[Message, bool] | ApplicationError
+
+
+def send_text_messages(sends: list[TextSend]) -> list[SendOutcome]:
+    """Store many text messages in one transaction (a group commit); for each send, in order,
+    the message and whether it is new, or the error that refused it.
+
+    The WebSocket gateway collects the sends that arrive while the previous commit runs and
+    stores them here together, each acked only after this commit: the same rules and answers
+    as :func:`send_message`, for a few queries per batch instead of several per message.
+    Bodies and client ids must already be checked (``check_body``, ``check_client_msg_id``).
+    """
+    outcomes: list[SendOutcome | None] = [None] * len(sends)
+    found = selectors.access_members_many({(s.sender.pk, s.conversation_id) for s in sends})
+    direct_users = {
+        u for members in found.values() if members.kind == Conversation.Kind.DIRECT for u in members.user_ids
+    }
+    blocks = blocks_among(direct_users)
+    stored = {
+        (cid, sender_id, client_msg_id): message_id
+        for cid, sender_id, client_msg_id, message_id in Message.objects.filter(
+            conversation_id__in={s.conversation_id for s in sends},
+            sender_id__in={s.sender.pk for s in sends},
+            client_msg_id__in={s.client_msg_id for s in sends},
+        ).values_list("conversation_id", "sender_id", "client_msg_id", "id")
+    }
+    new: list[_NewMessage] = []
+    places: list[int] = []
+    first_of: dict[tuple[int, int, str], int] = {}
+    for i, send in enumerate(sends):
+        key = (send.conversation_id, send.sender.pk, send.client_msg_id)
+        members = found.get((send.sender.pk, send.conversation_id))
+        try:
+            if members is None:
+                raise selectors.ConversationNotFound()
+            check_send_allowed(sender_id=send.sender.pk, members=members, blocks=blocks)
+        except ApplicationError as refusal:
+            outcomes[i] = refusal
+            continue
+        if key in stored or key in first_of:
+            continue  # a retry: answered with its original below
+        first_of[key] = i
+        new.append(_NewMessage(members, send.client_msg_id, send.body, origin=send.origin))
+        places.append(i)
+    if new:
+        try:
+            with transaction.atomic():
+                for i, message in zip(places, _store_messages(new), strict=True):
+                    outcomes[i] = (message, True)
+        except IntegrityError:
+            # A retry raced its original from another socket: store them one by one instead,
+            # where each duplicate finds its original.
+            for i in places:
+                outcomes[i] = _send_one(sends[i])
+    for i, send in enumerate(sends):
+        if outcomes[i] is not None:
+            continue
+        # A retry of a message stored before, or earlier in this batch.
+        first = outcomes[first_of.get((send.conversation_id, send.sender.pk, send.client_msg_id), i)]
+        if isinstance(first, tuple):
+            outcomes[i] = (first[0], False)
+        else:
+            original = _original(send.conversation_id, send.sender.pk, send.client_msg_id)
+            outcomes[i] = (original, False) if original is not None else selectors.ConversationNotFound()
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _send_one(send: TextSend) -> SendOutcome:
+    try:
+        return send_message(
+            sender=send.sender,
+            conversation_id=send.conversation_id,
+            client_msg_id=send.client_msg_id,
+            body=send.body,
+            origin=send.origin,
+        )
+    except ApplicationError as refusal:
+        return refusal
 
 
 def _change_message(membership: Membership, message: Message, fields: list[str]) -> Message:

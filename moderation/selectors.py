@@ -7,7 +7,7 @@ docs/architecture.md, "Moderation".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
@@ -60,22 +60,32 @@ def typing_recipients(*, user_id: int, conversation_id: object) -> tuple[int, li
     return members.me.conversation_id, [u for u in members.user_ids if u != user_id]
 
 
-def check_send_allowed(*, sender_id: int, members: Members) -> None:
+def blocks_among(user_ids: Collection[int]) -> set[tuple[int, int]]:
+    """Every (blocker, blocked) pair between two of these users, in one query."""
+    if len(user_ids) < 2:
+        return set()
+    return set(
+        Block.objects.filter(blocker_id__in=user_ids, blocked_id__in=user_ids).values_list("blocker_id", "blocked_id")
+    )
+
+
+def check_send_allowed(*, sender_id: int, members: Members, blocks: set[tuple[int, int]] | None = None) -> None:
     """Refuse a send into a frozen group, or a direct message between users who blocked each other.
 
     Group sends cost no query (``access_members`` read the frozen flag); a direct send costs
-    one indexed probe. Blocks do not apply in groups, as in other messengers.
+    one indexed probe, unless the caller read ``blocks`` (:func:`blocks_among`) for many
+    sends at once. Blocks do not apply in groups, as in other messengers.
     """
     if members.frozen:
         raise ConversationFrozen()
     if members.kind != Conversation.Kind.DIRECT:
         return
-    blockers = set(
-        _between(sender_id, (u for u in members.user_ids if u != sender_id)).values_list("blocker_id", flat=True)
-    )
-    if sender_id in blockers:
+    others = [u for u in members.user_ids if u != sender_id]
+    if blocks is None:
+        blocks = blocks_among([sender_id, *others])
+    if any((sender_id, other) in blocks for other in others):
         raise Blocked("You blocked this user: unblock them to send messages.")
-    if blockers:
+    if any((other, sender_id) in blocks for other in others):
         raise Blocked()
 
 

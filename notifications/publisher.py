@@ -3,10 +3,11 @@
 ``transaction.on_commit`` callbacks of a send run on the request's thread (and, for a
 WebSocket frame, on the one database thread of the process). Publishing with publisher
 confirms costs a broker round trip, and minutes of blocked retries when the broker is
-down, so the hook only queues the outbox id here and one background thread per process
-publishes it. When publishing fails the thread pauses for PUSH_PUBLISH_BACKOFF_SECONDS and
-drops what comes meanwhile: nothing is lost, because the outbox row stays in PostgreSQL
-and the periodic sweep enqueues it (docs/architecture.md, "Push notifications").
+down, so the hook only queues the outbox ids here and one background thread per process
+publishes them, as many as are waiting in one task message. When publishing fails the
+thread pauses for PUSH_PUBLISH_BACKOFF_SECONDS and drops what comes meanwhile: nothing is
+lost, because the outbox rows stay in PostgreSQL and the periodic sweep enqueues
+them (docs/architecture.md, "Push notifications").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +34,11 @@ PUBLISH_RETRY_POLICY: dict[str, Any] = {
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _paused_until = 0.0
+# Outbox ids committed but not yet handed to the broker; the publisher thread takes them all
+# at once, so a burst of sends costs one broker message, not one each.
+_pending: deque[int] = deque()
+# At most this many ids ride in one task message.
+MAX_IDS_PER_TASK = 500
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -42,32 +49,47 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
-def submit_outbox(outbox_id: int) -> None:
-    """Enqueue the decision task for an outbox row, in the background (call after commit)."""
+def submit_outbox(outbox_ids: list[int]) -> None:
+    """Enqueue the decision task for these outbox rows, in the background (call after commit)."""
     if time.monotonic() < _paused_until:
-        return  # the broker failed moments ago: the sweep will pick this row up
-    _pool().submit(_publish, outbox_id)
+        return  # the broker failed moments ago: the sweep will pick these rows up
+    _pending.extend(outbox_ids)
+    _pool().submit(_publish_pending)
 
 
-def _publish(outbox_id: int) -> None:
+def _take_pending() -> list[int]:
+    taken: list[int] = []
+    while _pending and len(taken) < MAX_IDS_PER_TASK:
+        taken.append(_pending.popleft())
+    return taken
+
+
+def _publish_pending() -> None:
+    """Publish whatever is pending (an earlier call may have taken it all already)."""
+    while outbox_ids := _take_pending():
+        _publish(outbox_ids)
+
+
+def _publish(outbox_ids: list[int]) -> None:
     global _paused_until
     from notifications.tasks import process_outbox_task
 
     if settings.CELERY_TASK_ALWAYS_EAGER:  # embedded default: run it here, off the request thread
         try:
-            process_outbox_task.apply((outbox_id,))
+            process_outbox_task.apply(tuple(outbox_ids))
         except Exception:
-            logger.exception("push: deciding outbox row %s failed", outbox_id)
+            logger.exception("push: deciding outbox rows %s failed", outbox_ids)
         finally:
             from django.db import close_old_connections
 
             close_old_connections()
         return
     try:
-        process_outbox_task.apply_async((outbox_id,), retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-    except Exception as exc:  # any broker failure: the row waits in PostgreSQL for the sweep
+        process_outbox_task.apply_async(tuple(outbox_ids), retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    except Exception as exc:  # any broker failure: the rows wait in PostgreSQL for the sweep
         _paused_until = time.monotonic() + settings.PUSH_PUBLISH_BACKOFF_SECONDS
-        logger.warning("push: could not enqueue outbox row %s (%s); the sweep will", outbox_id, exc)
+        _pending.clear()
+        logger.warning("push: could not enqueue %d outbox rows (%s); the sweep will", len(outbox_ids), exc)
 
 
 def drain(timeout: float = 10.0) -> None:

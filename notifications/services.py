@@ -4,7 +4,7 @@ the sweep, and what users change (subscriptions, preferences, mute).
 The flow (docs/architecture.md, "Push notifications"; payloads in docs/push.md):
 
 1. ``notify_on_commit`` runs inside the send transaction: one INSERT into the outbox. After
-   commit the outbox id is published to RabbitMQ in the background (notifications.publisher).
+   commit the outbox ids are published to RabbitMQ in the background (notifications.publisher).
 2. ``process_outbox`` (a task) decides, for every active device of every other member, to
    push or not and why, writes one ``PushDelivery`` per (message, device) (the unique index
    is the "never twice" guard), deletes the outbox row, and after commit enqueues the sends.
@@ -76,16 +76,18 @@ def collapse_key(conversation_id: int) -> str:
 # --- the hooks: called by conversations.services inside their transactions ------------------
 
 
-def notify_on_commit(*, message: Message) -> None:
-    """Record that ``message`` needs push decisions; enqueue them once the send commits.
+def notify_on_commit(*, messages: list[Message]) -> None:
+    """Record that these messages need push decisions; enqueue them once the send commits.
 
-    Call inside the send's transaction, after the message row exists. One INSERT; the
-    broker is never touched on this thread, so a broker outage cannot fail or slow a send.
+    Call inside the send's transaction, after the message rows exist. One INSERT however
+    many messages a group commit holds; the broker is never touched on this thread, so a
+    broker outage cannot fail or slow a send.
     """
-    row = PushOutbox.objects.create(
-        kind=PushOutbox.Kind.MESSAGE, conversation_id=message.conversation_id, message=message, seq=message.seq
+    rows = PushOutbox.objects.bulk_create(
+        PushOutbox(kind=PushOutbox.Kind.MESSAGE, conversation_id=m.conversation_id, message=m, seq=m.seq)
+        for m in messages
     )
-    transaction.on_commit(lambda: publisher.submit_outbox(row.pk))
+    transaction.on_commit(lambda: publisher.submit_outbox([row.pk for row in rows]))
 
 
 def clear_on_commit(*, membership: Membership) -> None:
@@ -110,7 +112,7 @@ def clear_on_commit(*, membership: Membership) -> None:
         user_id=membership.user_id,
         seq=membership.read_seq,
     )
-    transaction.on_commit(lambda: publisher.submit_outbox(row.pk))
+    transaction.on_commit(lambda: publisher.submit_outbox([row.pk]))
 
 
 # --- decisions ------------------------------------------------------------------------------------

@@ -8,17 +8,28 @@ minutes), far below RabbitMQ's consumer timeout for unacknowledged messages.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task, shared_task
 
 from notifications import services
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def process_outbox_task(outbox_id: int) -> None:
-    """Decide who gets a push for a message (or a read), then enqueue the sends."""
-    services.process_outbox(outbox_id=outbox_id)
+def process_outbox_task(*outbox_ids: int) -> None:
+    """Decide who gets a push for some messages (or reads), then enqueue the sends.
+
+    One task carries every row a group commit wrote. Each row is decided in its own
+    transaction; a row that fails stays in the outbox for the sweep, and the others go on.
+    """
+    for outbox_id in outbox_ids:
+        try:
+            services.process_outbox(outbox_id=outbox_id)
+        except Exception:
+            logger.exception("push: deciding outbox row %s failed; the sweep will retry it", outbox_id)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)

@@ -286,7 +286,7 @@ def test_a_send_costs_one_insert_and_a_read_one_probe(
     membership.read_seq = message.seq
 
     with django_assert_num_queries(1):
-        services.notify_on_commit(message=message)
+        services.notify_on_commit(messages=[message])
     with django_assert_num_queries(1):  # nothing shown anywhere: no outbox row
         services.clear_on_commit(membership=membership)
 
