@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat_project.errors import ApplicationError, Forbidden, InvalidInput, NotFound
+from chat_project.sql import placeholders
 from conversations import events, selectors
 from conversations.models import Conversation, Membership, Message, Reaction
 from conversations.selectors import (
@@ -439,6 +440,40 @@ def _advance_own_cursors(seqs: dict[int, int]) -> None:
         )
 
 
+def _insert_messages(rows: list[Message]) -> list[Message]:
+    """INSERT new text messages in one statement and set their ids.
+
+    On PostgreSQL the rows travel as a few arrays through one fixed statement: Django's
+    ``bulk_create`` spends more time building a large INSERT than the database spends running
+    it (profiled on the send path).
+    """
+    if connection.vendor != "postgresql":
+        return Message.objects.bulk_create(rows)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO conversations_message (conversation_id, seq, version, sender_id, client_msg_id, kind, body,"
+            " reply_to_id, created_at, hidden_reason)"
+            " SELECT c, s, v, u, m, 'text', b, r, %s, '' FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"
+            " %s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS t(c, s, v, u, m, b, r)"
+            " RETURNING id, conversation_id, seq",
+            [
+                rows[0].created_at,
+                [m.conversation_id for m in rows],
+                [m.seq for m in rows],
+                [m.version for m in rows],
+                [m.sender_id for m in rows],
+                [m.client_msg_id for m in rows],
+                [m.body for m in rows],
+                [m.reply_to_id for m in rows],
+            ],
+        )
+        ids = {(cid, seq): pk for pk, cid, seq in cursor.fetchall()}
+    for message in rows:
+        message.pk = ids[message.conversation_id, message.seq]
+        message._state.adding = False
+    return rows
+
+
 def _store_messages(new: list[_NewMessage]) -> list[Message]:
     """Write checked messages, in order, in the current transaction, and announce each after
     commit: one allocation, one INSERT, one cursor UPDATE and one outbox INSERT for them all.
@@ -468,7 +503,7 @@ def _store_messages(new: list[_NewMessage]) -> list[Message]:
                 created_at=now,
             )
         )
-    messages = Message.objects.bulk_create(rows)
+    messages = _insert_messages(rows)
     _advance_own_cursors({n.members.me.pk: m.seq for n, m in zip(new, messages, strict=True)})
     for n, message in zip(new, messages, strict=True):
         if n.files:
@@ -550,14 +585,7 @@ def send_text_messages(sends: list[TextSend]) -> list[SendOutcome]:
         u for members in found.values() if members.kind == Conversation.Kind.DIRECT for u in members.user_ids
     }
     blocks = blocks_among(direct_users)
-    stored = {
-        (cid, sender_id, client_msg_id): message_id
-        for cid, sender_id, client_msg_id, message_id in Message.objects.filter(
-            conversation_id__in={s.conversation_id for s in sends},
-            sender_id__in={s.sender.pk for s in sends},
-            client_msg_id__in={s.client_msg_id for s in sends},
-        ).values_list("conversation_id", "sender_id", "client_msg_id", "id")
-    }
+    stored = _already_stored(sends)
     new: list[_NewMessage] = []
     places: list[int] = []
     first_of: dict[tuple[int, int, str], int] = {}
@@ -597,6 +625,21 @@ def send_text_messages(sends: list[TextSend]) -> list[SendOutcome]:
             original = _original(send.conversation_id, send.sender.pk, send.client_msg_id)
             outcomes[i] = (original, False) if original is not None else selectors.ConversationNotFound()
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _already_stored(sends: list[TextSend]) -> set[tuple[int, int, str]]:
+    """Which (conversation, sender, client id) of these sends are stored already: one probe."""
+    conversation_ids = sorted({s.conversation_id for s in sends})
+    client_msg_ids = sorted({s.client_msg_id for s in sends})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            # Only placeholders are formatted into the statement.
+            "SELECT conversation_id, sender_id, client_msg_id FROM conversations_message"  # noqa: S608
+            f" WHERE conversation_id IN ({placeholders(conversation_ids)})"
+            f" AND client_msg_id IN ({placeholders(client_msg_ids)})",
+            [*conversation_ids, *client_msg_ids],
+        )
+        return {(int(cid), int(sender_id), str(client_msg_id)) for cid, sender_id, client_msg_id in cursor.fetchall()}
 
 
 def _send_one(send: TextSend) -> SendOutcome:

@@ -83,11 +83,27 @@ def notify_on_commit(*, messages: list[Message]) -> None:
     many messages a group commit holds; the broker is never touched on this thread, so a
     broker outage cannot fail or slow a send.
     """
-    rows = PushOutbox.objects.bulk_create(
-        PushOutbox(kind=PushOutbox.Kind.MESSAGE, conversation_id=m.conversation_id, message=m, seq=m.seq)
-        for m in messages
-    )
-    transaction.on_commit(lambda: publisher.submit_outbox([row.pk for row in rows]))
+    if connection.vendor != "postgresql":
+        rows = PushOutbox.objects.bulk_create(
+            PushOutbox(kind=PushOutbox.Kind.MESSAGE, conversation_id=m.conversation_id, message=m, seq=m.seq)
+            for m in messages
+        )
+        ids = [row.pk for row in rows]
+    else:  # a fixed statement with arrays: cheaper to build than bulk_create's (the send path)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO notifications_pushoutbox (kind, conversation_id, message_id, seq, created_at, sweeps)"
+                " SELECT %s, c, m, s, now(), 0 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(c, m, s)"
+                " RETURNING id",
+                [
+                    PushOutbox.Kind.MESSAGE.value,
+                    [m.conversation_id for m in messages],
+                    [m.pk for m in messages],
+                    [m.seq for m in messages],
+                ],
+            )
+            ids = [pk for (pk,) in cursor.fetchall()]
+    transaction.on_commit(lambda: publisher.submit_outbox(ids))
 
 
 def clear_on_commit(*, membership: Membership) -> None:
@@ -138,7 +154,12 @@ def _lock_conversation(conversation_id: int) -> None:
 
 
 def _decide_message(row: PushOutbox) -> list[tuple[int, datetime | None]]:
-    message = Message.objects.filter(pk=row.message_id).first() if row.message_id is not None else None
+    message = (
+        # With its conversation, the lookup reads one partition of messages (Message's docstring).
+        Message.objects.filter(conversation_id=row.conversation_id, pk=row.message_id).first()
+        if row.message_id is not None
+        else None
+    )
     if message is None:
         return []
     now = timezone.now()
@@ -459,7 +480,7 @@ def _build_notification(delivery: PushDelivery) -> _Built | str:
     )
     if latest is None:
         own_deleted = (
-            Message.objects.filter(pk=delivery.message_id or 0)
+            Message.objects.filter(conversation_id=delivery.conversation_id, pk=delivery.message_id or 0)
             .filter(Q(deleted_at__isnull=False) | Q(hidden_at__isnull=False))
             .exists()
         )
