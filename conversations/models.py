@@ -8,8 +8,9 @@ Two counters per conversation carry the delivery semantics (docs/architecture.md
   sync cursor is the highest version it has seen; "everything after my cursor" is then one
   indexed range query that returns each changed message in its current state.
 
-Every unique index on messages starts with ``conversation_id`` so that the table can be
-hash-partitioned by conversation without a rewrite.
+On PostgreSQL messages are hash-partitioned by conversation (migration 0004; docs/operations.md,
+"Partitioned messages"). Every unique index on messages therefore includes ``conversation_id``;
+foreign keys that point at a message are not enforced by the database (see :class:`Message`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,23 @@ class Membership(models.Model):
 
 
 class Message(models.Model):
+    """One message of a conversation.
+
+    On PostgreSQL the table is partitioned by ``conversation_id`` and its database primary key is
+    ``(id, conversation_id)``; ``id`` alone stays unique (one sequence numbers every partition)
+    and stays Django's primary key. Look a message up with its conversation when it is known
+    (``filter(conversation_id=..., pk=...)``): the planner then reads one partition's index
+    instead of all of them.
+
+    Every foreign key to a message (reactions, replies, attachments, reports, push rows) is
+    declared with ``db_constraint=False``: with no unique index on ``id`` alone there is nothing
+    for a database FOREIGN KEY to reference. Django still applies ``on_delete`` (CASCADE,
+    SET_NULL) itself when a message is deleted through the ORM, as it always did (the database
+    constraints never had ON DELETE actions); what is lost is only the database refusing an id
+    of a message that does not exist, and every writer takes the id from a message it has just
+    read or created.
+    """
+
     class Kind(models.TextChoices):
         TEXT = "text", "Text"
         SYSTEM = "system", "System"
@@ -111,7 +129,10 @@ class Message(models.Model):
     body = models.TextField(blank=True)
     # System messages describe what happened: {"event": "member_added", "user_ids": [...]}.
     meta = models.JSONField(null=True, blank=True)
-    reply_to = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Not enforced by the database, like every reference to a message (see the docstring).
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     created_at = models.DateTimeField()
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -143,7 +164,8 @@ class Message(models.Model):
 class Reaction(models.Model):
     """One emoji per user per message."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    # Not enforced by the database: messages are partitioned (see Message).
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions", db_constraint=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     emoji = models.CharField(max_length=32)
     created_at = models.DateTimeField(auto_now=True)

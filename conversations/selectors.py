@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 
+from chat_project import dbrouter
 from chat_project.errors import NotFound
 from chat_project.sql import placeholders
 from conversations.models import Conversation, Membership, Message, Reaction
@@ -143,6 +144,16 @@ def access_message(*, membership: Membership, message_id: Any) -> Message:
         raise MessageNotFound() from None
 
 
+def history_db(membership: Membership) -> str:
+    """Where to read the member's history: the replica once it has replayed the conversation as
+    far as the primary had when the membership (with its conversation) was read; else the
+    primary. Explained in chat_project/dbrouter.py."""
+    if not dbrouter.replica_configured() or not Membership.conversation.is_cached(membership):
+        return dbrouter.PRIMARY  # no replica, or no version to be as fresh as
+    conversation = membership.conversation
+    return dbrouter.fresh_replica(Conversation.objects.filter(pk=conversation.pk, version__gte=conversation.version))
+
+
 def message_page(
     *, membership: Membership, before_seq: int | None = None, after_seq: int | None = None, limit: int = 50
 ) -> tuple[list[Message], bool]:
@@ -151,7 +162,7 @@ def message_page(
     Returns the page and whether more messages lie beyond it in the direction asked.
     """
     limit = max(1, min(limit, HISTORY_PAGE_MAX))
-    messages = visible_messages(membership)
+    messages = visible_messages(membership).using(history_db(membership))
     if after_seq is not None:
         page = list(messages.filter(seq__gt=after_seq).order_by("seq")[: limit + 1])
         return page[:limit], len(page) > limit
@@ -163,7 +174,8 @@ def message_page(
 
 def changes_since(*, membership: Membership, version: int, limit: int = SYNC_PAGE_SIZE) -> list[Message]:
     """Messages of the conversation changed after ``version``, in version order (sync)."""
-    return list(visible_messages(membership).filter(version__gt=version).order_by("version")[:limit])
+    messages = visible_messages(membership).using(history_db(membership))
+    return list(messages.filter(version__gt=version).order_by("version")[:limit])
 
 
 def user_memberships(user_id: int) -> list[Membership]:

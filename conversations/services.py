@@ -655,11 +655,19 @@ def _send_one(send: TextSend) -> SendOutcome:
         return refusal
 
 
+def _save_fields(message: Message, fields: list[str]) -> None:
+    """``message.save(update_fields=...)`` that names the conversation too, so PostgreSQL
+    touches one partition of messages instead of probing all of them by id."""
+    Message.objects.filter(conversation_id=message.conversation_id, pk=message.pk).update(
+        **{name: getattr(message, name) for name in fields}
+    )
+
+
 def _change_message(membership: Membership, message: Message, fields: list[str]) -> Message:
     """Save a change to a message under a new version and announce it to every member."""
     with transaction.atomic():
         _, message.version = _allocate(membership.conversation_id, message=False)
-        message.save(update_fields=[*fields, "version"])
+        _save_fields(message, [*fields, "version"])
         realtime.send_on_commit(active_member_ids(membership.conversation_id), events.message_updated(message))
     return message
 
@@ -756,12 +764,12 @@ def mark_cursor(*, user: User, conversation_id: Any, status: Any, seq: Any) -> M
 def announce_message_change(*, message_id: int) -> None:
     """Something about a message changed outside its row (an attachment got processed):
     give it a new version and tell its members."""
-    message = Message.objects.filter(pk=message_id).select_related("conversation").first()
+    message = Message.objects.filter(pk=message_id).first()  # by id alone: rare (a processed file)
     if message is None:
         return
     with transaction.atomic():
         _, message.version = _allocate(message.conversation_id, message=False)
-        message.save(update_fields=["version"])
+        _save_fields(message, ["version"])
         message = selectors.visible_messages_of(message.conversation_id).get(pk=message.pk)
         realtime.send_on_commit(active_member_ids(message.conversation_id), events.message_updated(message))
 
@@ -784,7 +792,7 @@ def set_message_hidden(*, message_id: int, hidden: bool, reason: str = "") -> tu
         _, version = _allocate(message.conversation_id, message=False)  # locks the conversation first
         message.hidden_at, message.hidden_reason = (timezone.now(), reason) if hidden else (None, "")
         message.version = version
-        message.save(update_fields=["hidden_at", "hidden_reason", "version"])
+        _save_fields(message, ["hidden_at", "hidden_reason", "version"])
         message = selectors.visible_messages_of(message.conversation_id).get(pk=message.pk)
         realtime.send_on_commit(active_member_ids(message.conversation_id), events.message_updated(message))
     return message, True

@@ -29,8 +29,14 @@ class Attachment(models.Model):
         FAILED = "failed", "Failed"
 
     uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    # Not enforced by the database: messages are partitioned (see conversations.models.Message).
     message = models.ForeignKey(
-        "conversations.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="attachments"
+        "conversations.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="attachments",
+        db_constraint=False,
     )
     # The object's key in the store: random, so it cannot be guessed.
     key = models.CharField(max_length=255, unique=True)

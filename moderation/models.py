@@ -66,7 +66,10 @@ class Report(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="reports_against"
     )
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Not enforced by the database: messages are partitioned (see conversations.models.Message).
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     reason = models.CharField(max_length=16, choices=Reason.choices)
     details = models.TextField(blank=True)
     snapshot = models.JSONField(default=dict, editable=False)

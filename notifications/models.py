@@ -87,8 +87,9 @@ class PushOutbox(models.Model):
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
     conversation = models.ForeignKey("conversations.Conversation", on_delete=models.CASCADE, related_name="+")
+    # Not enforced by the database: messages are partitioned (see conversations.models.Message).
     message = models.ForeignKey(
-        "conversations.Message", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "conversations.Message", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
     # For a read: the reader and how far they read.
     user = models.ForeignKey(
@@ -147,8 +148,9 @@ class PushDelivery(models.Model):
 
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.NOTIFY)
     # The message that caused the decision (notifications); NULL for clears.
+    # Not enforced by the database: messages are partitioned (see conversations.models.Message).
     message = models.ForeignKey(
-        "conversations.Message", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "conversations.Message", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
     conversation = models.ForeignKey("conversations.Conversation", on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
