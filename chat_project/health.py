@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from chat_project.redis_client import shard_label
+
 CHECK_TIMEOUT_SECONDS = 2
 
 
@@ -24,13 +26,36 @@ def check_database() -> str:
 
 
 def check_redis() -> str:
-    """PING the configured Redis; the embedded default has none to check."""
-    if not settings.REDIS_URL:
+    """PING the cache's Redis and every shard; the embedded default has none to check.
+
+    Down (an exception) when the cache's Redis or every shard is down. One shard down of
+    several is *degraded*, not down: the process still serves everyone, only live delivery
+    of that shard's users waits for it (docs/operations.md, "Redis shards"), and taking
+    every web process out of the balancer for it would be worse.
+    """
+    shards = list(settings.REDIS_SHARD_URLS)
+    cache_url = settings.REDIS_URL or (shards[0] if shards else "")
+    if not cache_url:
         return "not configured"
+    _ping(cache_url)
+    if shards == [cache_url]:
+        return "ok"
+    down: list[str] = []
+    for index, url in enumerate(shards):
+        try:
+            _ping(url)
+        except Exception as exc:  # any failure means "down"
+            down.append(f"{shard_label(url, index)}: {type(exc).__name__}: {exc}")
+    if len(down) == len(shards):
+        raise ConnectionError("every Redis shard is down: " + "; ".join(down))
+    return "degraded: " + "; ".join(down) if down else "ok"
+
+
+def _ping(url: str) -> None:
     import redis
 
     client = redis.Redis.from_url(
-        settings.REDIS_URL,
+        url,
         socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
         socket_timeout=CHECK_TIMEOUT_SECONDS,
     )
@@ -38,7 +63,6 @@ def check_redis() -> str:
         client.ping()
     finally:
         client.close()
-    return "ok"
 
 
 def check_broker() -> str:

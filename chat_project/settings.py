@@ -15,6 +15,7 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from chat_project.localkeys import read_or_create
 from chat_project.queues import celery_queue_settings
@@ -115,21 +116,33 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------
 DATABASE_URL = env.str("DATABASE_URL", default="")
 DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=16)
-if DATABASE_URL:
-    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-    if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+# A streaming replica of DATABASE_URL that serves history reads (chat_project/dbrouter.py;
+# docs/operations.md, "Read replica"). Empty: every query goes to DATABASE_URL.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+
+
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = env.db_url_config(url)
+    if DATABASE_POOL_SIZE and config["ENGINE"] == "django.db.backends.postgresql":
         # A psycopg pool: database work of many sockets runs on several threads at once,
         # each borrowing a connection per call; the pool hands out only healthy ones, so no
         # per-call health-check query is needed.
-        DATABASES["default"]["CONN_MAX_AGE"] = 0
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 2,
-            "max_size": DATABASE_POOL_SIZE,
-            "timeout": 10,
-        }
+        config["CONN_MAX_AGE"] = 0
+        config.setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": DATABASE_POOL_SIZE, "timeout": 10}
     else:
-        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        config.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+if DATABASE_REPLICA_URL and not DATABASE_URL:
+    raise ImproperlyConfigured("DATABASE_REPLICA_URL is set without DATABASE_URL: a replica of which database?")
+if DATABASE_URL:
+    DATABASES = {"default": _database(DATABASE_URL)}
+    if DATABASE_REPLICA_URL:
+        # Under test, Django reads the "replica" through the test database (a mirror).
+        DATABASES["replica"] = {**_database(DATABASE_REPLICA_URL), "TEST": {"MIRROR": "default"}}
+        DATABASE_ROUTERS = ["chat_project.dbrouter.PrimaryReplicaRouter"]
 else:
     DATABASES = {
         "default": {
@@ -140,24 +153,38 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: channel layer and cache -----------------------------------------------------
+# --- Redis: channel layer, presence, rate windows and cache ------------------------------
+# REDIS_URL alone: one Redis for everything. REDIS_SHARD_URLS (comma-separated): the channel
+# layer, presence leases and per-user rate windows are spread over these instances instead,
+# and REDIS_URL (or, without it, the first shard) keeps only the cache. docs/operations.md,
+# "Redis shards".
 REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SHARD_URLS: list[str] = [u.strip() for u in env.list("REDIS_SHARD_URLS", default=[]) if u.strip()] or (
+    [REDIS_URL] if REDIS_URL else []
+)
+# Longest wait for one Redis command or connection; past it the shard counts as down.
+REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="chat")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="chat")
-if REDIS_URL:
+if REDIS_SHARD_URLS:
     # The pub/sub layer: one SUBSCRIBE per connection (its per-user group) and one PUBLISH
     # per event; measured several times faster than the list-based layer for our fan-out.
+    # Ours adds bounded commands and survives losing a shard (chat_project/channel_layer.py).
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
+            "BACKEND": "chat_project.channel_layer.ShardedPubSubChannelLayer",
+            "CONFIG": {"hosts": REDIS_SHARD_URLS, "prefix": CHANNEL_LAYER_PREFIX, "timeout": REDIS_TIMEOUT_SECONDS},
         }
     }
+    # One LOCATION, not the shard list: Django's RedisCache treats extra locations as read
+    # replicas of the first (writes go to the first, reads to the others), and the login
+    # throttle's counters must be read where they were written.
     CACHES: dict[str, Any] = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": REDIS_URL or REDIS_SHARD_URLS[0],
             "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS},
         }
     }
 else:

@@ -41,6 +41,7 @@ from notifications import realtime
 logger = logging.getLogger(__name__)
 
 CLOSE_IDLE = 4408
+CLOSE_SERVICE_RESTART = 1012  # reconnect at once and sync (docs/protocol.md, "Close codes")
 CLOSE_RATE_LIMITED = 4429
 WRITE_FRAMES = frozenset({"message.send", "message.edit", "message.delete", "reaction.set"})
 
@@ -243,10 +244,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             if user_id not in self.watching and user_id not in blocked:
                 self.watching.add(user_id)
                 await self.channel_layer.group_add(realtime.presence_group(user_id), self.channel_name)
-        visible = await db(account_selectors.presence_profiles)(user_ids=ids)
+        await self._send_presence(ids, hidden=blocked)
+
+    async def _send_presence(self, user_ids: list[int], *, hidden: set[int]) -> None:
+        """Each user's presence as this socket may see it (``hidden``: a block either way)."""
+        visible = await db(account_selectors.presence_profiles)(user_ids=user_ids)
         online = await presence.store().online(list(visible))
         for user_id, profile in visible.items():
-            shows = profile.shows_presence and user_id not in blocked
+            shows = profile.shows_presence and user_id not in hidden
             await self.send_json(
                 events.presence(
                     user_id=user_id,
@@ -314,6 +319,18 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             self.watching.discard(other)
             await self.channel_layer.group_discard(realtime.presence_group(other), self.channel_name)
             await self.send_json(events.presence(user_id=other, online=None, last_seen=None))
+
+    async def layer_resumed(self, event: dict[str, Any]) -> None:
+        """The Redis shard of one of this socket's groups is back after an outage, whose events
+        are lost (chat_project/channel_layer.py). The user's own group: close with 1012, so
+        the client reconnects and syncs. A watched user's presence: send it afresh."""
+        group = event["group"]
+        if group == realtime.user_group(self.uid):
+            await self.close(code=CLOSE_SERVICE_RESTART)
+            return
+        watched = [u for u in self.watching if realtime.presence_group(u) == group]
+        if watched:
+            await self._send_presence(watched, hidden=set())
 
     async def _announce_presence(self, *, online: bool, last_seen: Any, shows_presence: bool | None = None) -> None:
         """Tell the user's watchers they came online or went offline, if the user shows presence

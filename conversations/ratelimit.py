@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
 from django.conf import settings
 
-from chat_project.redis_client import async_redis, key
+from chat_project.redis_client import ShardUnavailable, async_shards, key
+
+logger = logging.getLogger(__name__)
+FAIL_OPEN_LOG_SECONDS = 60.0
 
 
 class TokenBucket:
@@ -30,27 +35,43 @@ class TokenBucket:
 class UserWindow:
     """At most ``WS_USER_SENDS_PER_MINUTE`` writes per user per minute, over all devices.
 
-    Counted in Redis when there is one (every web process shares it), else in memory.
+    Counted on the user's Redis shard when there is Redis (every web process shares it),
+    else in memory. When the shard does not answer the window fails open: the write is
+    allowed (the per-socket bucket still applies) and a warning is logged, at most once a
+    minute. A lost counter costs a minute of looser limits; refusing would stop a share of
+    users from sending at all.
     """
 
     def __init__(self) -> None:
         self.local: dict[tuple[int, int], int] = {}
-        self.redis = async_redis()
+        self.warned_at = -FAIL_OPEN_LOG_SECONDS
 
     async def allow(self, user_id: int) -> bool:
         window = int(time.time() // 60)
         limit: int = settings.WS_USER_SENDS_PER_MINUTE
-        if self.redis is None:
+        shards = async_shards()
+        if shards is None:
             slot = (user_id, window)
             self.local = {k: v for k, v in self.local.items() if k[1] == window}
             self.local[slot] = self.local.get(slot, 0) + 1
             return self.local[slot] <= limit
         name = key("sends", user_id, window)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(name)
-            pipe.expire(name, 120)
-            count, _ = await pipe.execute()
-        return int(count) <= limit
+
+        async def count(redis: Any) -> int:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, 120)
+                value, _ = await pipe.execute()
+            return int(value)
+
+        try:
+            return await shards.run(shards.of_user(user_id), count) <= limit
+        except ShardUnavailable as exc:
+            now = time.monotonic()
+            if now - self.warned_at >= FAIL_OPEN_LOG_SECONDS:
+                self.warned_at = now
+                logger.warning("Per-user send limits fail open: %s does not answer", exc)
+            return True
 
 
 _user_window: UserWindow | None = None

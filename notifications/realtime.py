@@ -14,6 +14,7 @@ waits on Redis.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,11 +23,15 @@ from typing import Any, TypeVar
 import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from chat_project.asyncdb import db
+from chat_project.redis_client import ShardUnavailable
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 # Event types as consumers see them (method names after Channels' dot-to-underscore rule).
 CLIENT_EVENT = "client.event"
@@ -62,17 +67,33 @@ def encode(payload: dict[str, Any]) -> str:
 
 
 async def publish(deliveries: Iterable[Delivery]) -> None:
-    """Send deliveries through the channel layer, concurrently."""
+    """Send deliveries through the channel layer, concurrently; never fails, never hangs.
+
+    Each group send is bounded (twice ``REDIS_TIMEOUT_SECONDS``: the layer's own timeout
+    fires first); one that fails is logged and dropped, since the event is only a doorbell
+    and its receivers resync. A shard known to be down fails at once, so only the sends in
+    flight when it went down wait.
+    """
     layer = get_channel_layer()
     if layer is None:
         return
     sends = [
-        layer.group_send(group, {"type": CLIENT_EVENT, "text": d.text, "origin": d.origin})
+        _group_send(layer, group, {"type": CLIENT_EVENT, "text": d.text, "origin": d.origin})
         for d in deliveries
         for group in d.groups
     ]
     if sends:
         await asyncio.gather(*sends)
+
+
+async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:
+    try:
+        async with asyncio.timeout(settings.REDIS_TIMEOUT_SECONDS * 2):  # no task per send, unlike wait_for
+            await layer.group_send(group, message)
+    except ShardUnavailable:
+        logger.debug("dropped a %s for %s: its Redis shard is down", message["type"], group)
+    except Exception:  # a doorbell that did not ring: the receivers resync
+        logger.warning("dropped a %s for %s", message["type"], group, exc_info=True)
 
 
 def _deliver(delivery: Delivery) -> None:
@@ -120,20 +141,23 @@ async def asend_to_users(user_ids: Iterable[int], payload: dict[str, Any], *, or
 
 def revoke_device_sockets(*, user_id: int, device_id: int) -> None:
     """Ask every web process to close the sockets of a device that was logged out."""
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(user_group(user_id), {"type": DEVICE_REVOKED, "device_id": device_id})
+    _send_control(user_group(user_id), {"type": DEVICE_REVOKED, "device_id": device_id})
 
 
 def close_user_sockets(*, user_id: int, code: int) -> None:
     """Ask every web process to close all sockets of a user with ``code`` (a suspension or ban)."""
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(user_group(user_id), {"type": SOCKETS_CLOSE, "code": code})
+    _send_control(user_group(user_id), {"type": SOCKETS_CLOSE, "code": code})
 
 
 def hide_presence(*, user_id: int, other_user_id: int) -> None:
     """Ask a user's sockets to stop watching another user's presence (a block between them)."""
+    _send_control(user_group(user_id), {"type": PRESENCE_HIDE, "user_id": other_user_id})
+
+
+def _send_control(group: str, message: dict[str, Any]) -> None:
+    """Send a control event from synchronous code, bounded and never raising: when the
+    group's shard is down the sockets miss it, and are closed with 1012 when it returns
+    (chat_project/channel_layer.py), so they reconnect through the checks again."""
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(user_group(user_id), {"type": PRESENCE_HIDE, "user_id": other_user_id})
+        async_to_sync(_group_send)(layer, group, message)

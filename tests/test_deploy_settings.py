@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 HTTPS_WARNINGS = {"security.W004", "security.W008", "security.W012", "security.W016"}
 # Variables that would switch services on, or otherwise leak this test run into the child.
-_SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "AWS_STORAGE_BUCKET_NAME")
+_SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "REDIS_SHARD_URLS", "CELERY_BROKER_URL", "AWS_STORAGE_BUCKET_NAME")
 
 
 def production_env(var_dir: Path, **extra: str) -> dict[str, str]:

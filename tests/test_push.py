@@ -383,7 +383,11 @@ def test_sends_succeed_while_the_broker_is_down_and_the_sweep_delivers_each_once
     for sender in (alice, carol, dave):  # three conversations, so that nothing coalesces
         conversation, _ = chat.get_or_create_direct(user=sender, other_user_id=bob.pk)
         sent.append(stack.send(app_login(sender), conversation, f"from {sender.username}", server=web))
-    wait_until(lambda: "could not enqueue" in web.log() and "outbox rows" in web.log(), timeout=30, what="the publish failure to be logged")
+
+    def logged() -> bool:
+        return "could not enqueue" in web.log() and "outbox rows" in web.log()
+
+    wait_until(logged, timeout=30, what="the publish failure to be logged")
     assert sorted(PushOutbox.objects.values_list("message_id", flat=True)) == sorted(sent)
     assert not PushDelivery.objects.exists() and not service.received
 

@@ -5,7 +5,8 @@
  * It keeps one socket to /ws/ alive: it pings every `heartbeat_seconds` and treats a
  * missing pong, or the browser's `offline` event, as a lost connection (browsers freeze
  * open sockets instead of closing them); it reconnects with jittered exponential backoff
- * and then sends `sync` with its per-conversation cursors (the highest `version` applied).
+ * (after close code 1012, "service restart", within a second) and then sends `sync` with
+ * its per-conversation cursors (the highest `version` applied).
  * It keeps an outbox of unsent messages, persisted in localStorage with their
  * `client_msg_id`, and sends them whenever it is connected until each is acked (the
  * server deduplicates retries). It deduplicates messages by (conversation, seq), keeping
@@ -36,6 +37,8 @@ export const STATES = Object.freeze({
 
 const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_RATE_LIMITED = 4429;
+const CLOSE_SERVICE_RESTART = 1012; // a server drains, or lost live delivery: come back at once
+const RESTART_JITTER_MS = 1000;
 const REQUEST_TIMEOUT_MS = 15000;
 const HELLO_TIMEOUT_MS = 10000;
 const PRESENCE_CHUNK = 256;
@@ -241,6 +244,9 @@ export class ChatClient extends EventTarget {
     const ceiling = Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** this.attempt);
     let delay = ceiling / 2 + Math.random() * (ceiling / 2); // jitter: spread reconnect storms
     if (code === CLOSE_RATE_LIMITED) delay = Math.max(delay, 30000);
+    // Service restart: another server (or this one, live again) takes us now; only a little
+    // jitter, so the sockets of a whole process do not all arrive in the same millisecond.
+    if (code === CLOSE_SERVICE_RESTART) delay = Math.random() * RESTART_JITTER_MS;
     this.attempt += 1;
     this.timers.reconnect = setTimeout(() => this._connect(), delay);
   }
