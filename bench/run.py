@@ -1,8 +1,10 @@
 """`make bench`: start the full stack as production would, seed it, run the workloads.
 
-    python -m bench.run            # the quick suite (under 5 minutes)
-    python -m bench.run --full     # everything, including the soak
-    python -m bench.run --only W3  # one workload
+    python -m bench.run                    # the quick suite (under 5 minutes)
+    python -m bench.run --full             # everything, including the soak (W7)
+    python -m bench.run --only W4          # one workload (BENCH_ONLY_FIRST=n: its first n runs)
+    python -m bench.run --layout cluster   # W3 and W4: 1 web process direct vs nginx + 2
+    python -m bench.run --only W7 --soak-seconds 60 --soak-rate 50
 
 Prints one JSON line per run and a table, and writes the suite's lines to
 bench/results/latest.jsonl and a latency plot to bench/results/latency.png.
@@ -12,472 +14,294 @@ See docs/performance.md for what the numbers mean.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
-import secrets
+import shutil
 import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
-import psutil
+from bench import stack
+from bench.stack import RESULTS, ROOT, PushEndpoint, Server, Worker
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-DB_NAME = os.environ.get("BENCH_DB", "chat_bench")
-PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
-
-
-def bench_env() -> dict[str, str]:
-    """The full stack, with limits meant for abuse raised so they do not cap the measurement."""
-    return {
-        "DATABASE_URL": f"{PG}/{DB_NAME}",
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-        "CHANNEL_LAYER_PREFIX": "bench",
-        "CACHE_KEY_PREFIX": "bench",
-        "CELERY_QUEUE_PREFIX": "bench-",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": os.environ.setdefault("BENCH_SECRET_KEY", secrets.token_urlsafe(48)),
-        "JWT_ACCESS_SECONDS": "86400",
-        "WS_SENDS_PER_SECOND": "100000",
-        "WS_SEND_BURST": "100000",
-        "WS_USER_SENDS_PER_MINUTE": "10000000",
-        "LOG_LEVEL": "WARNING",
-        "WEB_SERVER": os.environ.get("WEB_SERVER", "uvicorn"),
-        "UVICORN_ARGS": "--no-access-log --log-level warning",
-    }
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-
-# --- the stack ------------------------------------------------------------------------------------
-
-
-def reset_database(env: dict[str, str]) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-    )
-    import redis
-
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+Layout = tuple[str, int]  # "direct" or "nginx", web processes
 
 
 @dataclass
-class Web:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/"
-
-    def cpu_seconds(self) -> float:
-        proc = psutil.Process(self.process.pid)
-        times = proc.cpu_times()
-        return float(times.user + times.system)
-
-    def rss_kb(self) -> int:
-        return int(psutil.Process(self.process.pid).memory_info().rss // 1024)
+class Run:
+    workload: str
+    layout: Layout | None  # None: the suite's layout (--layout, --web)
+    go: Callable[[Server, Worker | None], dict[str, Any]]
+    needs_worker: bool = False
 
 
-@contextmanager
-def web_processes(env: dict[str, str], count: int) -> Iterator[list[Web]]:
-    webs: list[Web] = []
-    try:
-        for i in range(count):
-            port = 8700 + i
-            process = subprocess.Popen(
-                ["bash", str(ROOT / "scripts" / "serve.sh")],
-                cwd=ROOT,
-                env={**os.environ, **env, "PORT": str(port), "VENV_BIN": str(Path(sys.executable).parent)},
-            )
-            webs.append(Web(port, process))
-        for web in webs:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{web.port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or web.process.poll() is not None:
-                    raise RuntimeError(f"web process on {web.port} did not start")
-                time.sleep(0.2)
-        yield webs
-    finally:
-        for web in webs:
-            web.process.terminate()
-        for web in webs:
-            try:
-                web.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                web.process.kill()
-
-
-# --- seeding through the real database -------------------------------------------------------------
-
-
-def setup_django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chat_project.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
-UNUSABLE = "!"  # Django's marker for "no password can match"
-
-
-def seed_users(n: int, prefix: str) -> list[tuple[int, str]]:
-    """Users with one device and an access token each. Passwords are unusable: hashing
-    thousands of Argon2 passwords would take minutes and measures nothing we serve."""
-    from accounts.models import Device, User
-    from accounts.services import issue_tokens
-
-    users = User.objects.bulk_create(
-        [User(username=f"{prefix}{i}", display_name=f"Bench {i}", password=UNUSABLE) for i in range(n)], batch_size=1000
-    )
-    devices = Device.objects.bulk_create([Device(user=u, platform="other") for u in users], batch_size=1000)
-    for device, user in zip(devices, users, strict=True):
-        device.user = user
-    return [(d.user_id, issue_tokens(device=d)["access"]) for d in devices]
-
-
-def devices_for(users: list[tuple[int, str]], webs: list[Web]) -> list[Any]:
-    from bench.load import Device
-
-    return [Device(user_id, token, webs[i % len(webs)].ws_url) for i, (user_id, token) in enumerate(users)]
-
-
-# --- workloads ---------------------------------------------------------------------------------------
-
-
-def measure(webs: list[Web]) -> tuple[float, int]:
-    return sum(w.cpu_seconds() for w in webs), sum(w.rss_kb() for w in webs)
-
-
-def w1_idle(webs: list[Web], connections: int, procs: int) -> dict[str, Any]:
-    import multiprocessing
-
-    from bench.load import hold
-
-    users = seed_users(connections, f"w1{uuid.uuid4().hex[:6]}_")
-    devices = devices_for(users, webs)
-    _, rss_before = measure(webs)
-    ctx = multiprocessing.get_context("spawn")
-    manager = ctx.Manager()  # its events can be passed to pool workers
-    ready = [manager.Event() for _ in range(procs)]
-    release = manager.Event()
-    with manager, ctx.Pool(procs) as pool:
-        pending = [pool.apply_async(hold, (devices[i::procs], 600, ready[i], release)) for i in range(procs)]
-        for event in ready:
-            if not event.wait(timeout=600):
-                raise RuntimeError("load generators did not open their connections")
-        cpu0, _ = measure(webs)
-        time.sleep(5)  # the idle interval being measured, not a synchronisation
-        cpu1, rss_after = measure(webs)
-        release.set()
-        results = [p.get(timeout=120) for p in pending]
-    opened = sum(r["opened"] for r in results)
-    return {
-        "workload": "W1",
-        "params": {"connections": connections, "web_processes": len(webs)},
-        "connections_open": opened,
-        "alive_at_end": sum(r["alive_at_end"] for r in results),
-        "errors": sum(r["errors"] for r in results),
-        "rss_kb_per_conn": round((rss_after - rss_before) / max(1, opened), 2),
-        "idle_cpu_percent": round((cpu1 - cpu0) / 5 * 100, 2),
-    }
-
-
-def w2_storm(webs: list[Web], connections: int, rate: float, procs: int) -> dict[str, Any]:
-    from bench.load import run_in_processes, storm
-
-    users = seed_users(connections, f"w2{uuid.uuid4().hex[:6]}_")
-    devices = devices_for(users, webs)
-    cpu0, _ = measure(webs)
-    results = run_in_processes(storm, [(devices[i::procs], rate / procs) for i in range(procs)])
-    cpu1, _ = measure(webs)
-    handshakes = [h for r in results for h in r["handshake_ms"]]
-    elapsed = max(r["elapsed"] for r in results)
-    return {
-        "workload": "W2",
-        "params": {"connections": connections, "offered_per_s": rate},
-        "connects_per_s": round(len(handshakes) / elapsed, 1),
-        "p50_ms": percentile(handshakes, 0.5),
-        "p99_ms": percentile(handshakes, 0.99),
-        "errors": sum(r["errors"] for r in results),
-        "server_cpu_s": round(cpu1 - cpu0, 2),
-    }
-
-
-def _chat_result(
-    workload: str, params: dict[str, Any], results: list[dict[str, Any]], cpu: float, tag: str, seconds: float,
-    fanout: int,
-) -> dict[str, Any]:  # fmt: skip
-    from conversations.models import Message
-
-    acked = [tuple(a) for r in results for a in r["acked"]]
-    stored = Message.objects.filter(client_msg_id__startswith=f"{tag}-").count()
-    e2e = [x for r in results for x in r["e2e_ms"]]
-    delivered = sum(r["delivered"] for r in results)
-    sent = params["messages"]
-    return {
-        "workload": workload,
-        "params": params,
-        "msgs_per_s": round(len(acked) / seconds, 1),
-        "deliveries_per_s": round(delivered / seconds, 1),
-        "p50_ms": percentile(e2e, 0.5),
-        "p99_ms": percentile(e2e, 0.99),
-        "ack_p99_ms": percentile([x for r in results for x in r["ack_ms"]], 0.99),
-        "lost": (sent - stored) + max(0, sent * fanout - delivered),
-        "duplicates": (len(acked) - len(set(acked))) + sum(r["duplicates"] for r in results),
-        "errors": sum(r["errors"] for r in results),
-        "server_cpu_s_per_1k_msgs": round(cpu / max(1, len(acked)) * 1000, 3),
-    }
-
-
-def w3_direct(webs: list[Web], pairs: int, rate: float, seconds: float, procs: int) -> dict[str, Any]:
-    from bench.load import Plan, chat, run_in_processes
-    from conversations.services import get_or_create_direct
-
-    tag = f"w3{uuid.uuid4().hex[:6]}"
-    users = seed_users(pairs * 2, f"{tag}_")
-    devices = devices_for(users, webs)
-    from accounts.models import User
-
-    by_id = User.objects.in_bulk([u for u, _ in users])
-    per_pair = max(1, int(rate * seconds / pairs))
-    interval = pairs / rate
-    conversations = [
-        get_or_create_direct(user=by_id[users[2 * i][0]], other_user_id=users[2 * i + 1][0])[0].pk for i in range(pairs)
-    ]
-    start_at = time.time() + 3
-    jobs = []
-    for p in range(procs):
-        idx = list(range(p, pairs, procs))
-        plan = Plan(
-            senders=[(devices[2 * i], conversations[i], per_pair) for i in idx],
-            receivers=[(devices[2 * i + 1], per_pair) for i in idx],
-            interval=interval,
-            start_at=start_at,
-            tag=tag,
-        )
-        jobs.append((plan,))
-    cpu0, _ = measure(webs)
-    results = run_in_processes(chat, jobs)
-    cpu1, _ = measure(webs)
-    params = {"pairs": pairs, "offered_msgs_per_s": rate, "messages": per_pair * pairs, "web_processes": len(webs)}
-    return _chat_result("W3", params, results, cpu1 - cpu0, tag, per_pair * interval, fanout=1)
-
-
-def w4_group(webs: list[Web], members: int, rate: float, seconds: float, procs: int) -> dict[str, Any]:
-    from accounts.models import User
-    from bench.load import Plan, chat, run_in_processes
-    from conversations.models import Conversation, Membership
-
-    tag = f"w4{uuid.uuid4().hex[:6]}"
-    users = seed_users(members, f"{tag}_")
-    devices = devices_for(users, webs)
-    owner = User.objects.get(pk=users[0][0])
-    group = Conversation.objects.create(kind="group", title=f"Bench {members}", created_by=owner)
-    Membership.objects.bulk_create(
-        [
-            Membership(conversation=group, user_id=u, role="owner" if i == 0 else "member")
-            for i, (u, _) in enumerate(users)
-        ]
-    )
-    count = max(1, int(rate * seconds))
-    start_at = time.time() + 3
-    receivers = devices[1:]
-    jobs = []
-    for p in range(procs):
-        plan = Plan(
-            senders=[(devices[0], group.pk, count)] if p == 0 else [],
-            receivers=[(d, count) for d in receivers[p::procs]],
-            interval=1 / rate,
-            start_at=start_at,
-            tag=tag,
-        )
-        jobs.append((plan,))
-    cpu0, _ = measure(webs)
-    results = run_in_processes(chat, jobs)
-    cpu1, _ = measure(webs)
-    params = {"members": members, "offered_msgs_per_s": rate, "messages": count, "web_processes": len(webs)}
-    return _chat_result("W4", params, results, cpu1 - cpu0, tag, count / rate, fanout=members - 1)
-
-
-def w5_sync(webs: list[Web], conversations: int, messages: int) -> dict[str, Any]:
-    from django.db import transaction
-    from django.utils import timezone
-
-    from bench.load import resync, run_in_processes
-    from conversations.models import Conversation, Membership, Message
-
-    tag = f"w5{uuid.uuid4().hex[:6]}"
-    users = seed_users(2, f"{tag}_")
-    me, peer = users[0][0], users[1][0]
-    per = messages // conversations
-    now = timezone.now()
-    with transaction.atomic():
-        convs = Conversation.objects.bulk_create(
-            [
-                Conversation(kind="direct", direct_key=f"{tag}:{i}", last_seq=per, version=per)
-                for i in range(conversations)
-            ]
-        )
-        Membership.objects.bulk_create(
-            [Membership(conversation=c, user_id=u) for c in convs for u in (me, peer)], batch_size=2000
-        )
-        Message.objects.bulk_create(
-            [
-                Message(
-                    conversation=c,
-                    seq=s,
-                    version=s,
-                    sender_id=peer,
-                    client_msg_id=f"{tag}-{c.pk}-{s}",
-                    body=f"message {s} of a long absence",
-                    created_at=now,
-                )
-                for c in convs
-                for s in range(1, per + 1)
-            ],
-            batch_size=5000,
-        )
-    device = devices_for(users[:1], webs)[0]
-    cpu0, _ = measure(webs)
-    (result,) = run_in_processes(resync, [(device, {str(c.pk): 0 for c in convs})])
-    cpu1, _ = measure(webs)
-    return {
-        "workload": "W5",
-        "params": {"conversations": conversations, "messages": messages},
-        "seconds_to_sync_done": round(result["seconds"], 3),
-        "msgs_per_s": round(result["messages"] / result["seconds"], 1),
-        "lost": messages - result["messages"],
-        "duplicates": 0,
-        "errors": 0,
-        "server_cpu_s_per_1k_msgs": round((cpu1 - cpu0) / max(1, result["messages"]) * 1000, 3),
-    }
-
-
-# --- the suite -------------------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
+def environment(args: argparse.Namespace) -> dict[str, Any]:
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True)
     import channels
     import django
+    from django.conf import settings
 
     return {
-        "git": revision.stdout.strip(),
+        "git": revision.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
         "python": platform.python_version(),
         "django": django.get_version(),
         "channels": channels.__version__,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "web_server": os.environ.get("WEB_SERVER", "uvicorn"),
-        "layer": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
+        "celery_worker": None if args.no_worker else {"concurrency": args.worker_concurrency},
     }
 
 
 def table(lines: list[dict[str, Any]]) -> str:
-    cols = ["workload", "msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "lost", "duplicates", "errors"]
-    extra = ["rss_kb_per_conn", "connects_per_s", "seconds_to_sync_done", "server_cpu_s_per_1k_msgs"]
+    cols = ["workload", "msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "lost", "undelivered", "duplicates"]
+    cols += ["errors"]
+    extra = [
+        "rss_kb_per_conn", "connects_per_s", "seconds_to_sync_done", "server_cpu_s_per_1k_msgs",
+        "worker_cpu_s_per_1k_msgs", "not_sent", "unacked", "ack_p99_ms", "ack_added_p50_ms", "ack_added_p99_ms",
+        "ack_added_vs_w3_p99_ms", "pushes_enqueued_per_s", "pushes_delivered_per_s", "pushes_missing", "push_p99_ms",
+        "rss_drift_percent", "redis_keys_first", "redis_keys_last", "redis_keys_after", "redis_keys_without_ttl",
+        "users_online_after_all_left", "push_backlog", "server_log_problems",
+    ]  # fmt: skip
     rows = [[*cols, "other", "params"]]
     for line in lines:
-        other = ", ".join(f"{k}={line[k]}" for k in extra if k in line)
+        shown = [k for k in extra if line.get(k) is not None and (line[k] != 0 or k == "rss_drift_percent")]
+        other = ", ".join(f"{k}={line[k]}" for k in shown)
         rows.append([str(line.get(c, "")) for c in cols] + [other, json.dumps(line["params"])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def plot(lines: list[dict[str, Any]]) -> None:
+    """Latency percentiles against offered load: W3 per layout, W4 per group size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, workload, x_key in ((axes[0], "W3", "offered_msgs_per_s"), (axes[1], "W4", "members")):
-        runs = sorted((x for x in lines if x["workload"] == workload), key=lambda x: x["params"][x_key])
-        xs = [r["params"][x_key] for r in runs]
-        for q in ("p50_ms", "p99_ms"):
-            ax.plot(xs, [r[q] or 0 for r in runs], marker="o", label=q)
-        ax.set_title(f"{workload}: latency against {'offered load' if workload == 'W3' else 'group size'}")
-        ax.set_xlabel(x_key)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    w3 = [x for x in lines if x["workload"] == "W3"]
+    for layout in sorted({(x["params"]["layout"], x["params"]["web_processes"]) for x in w3}):
+        runs = sorted(
+            (x for x in w3 if (x["params"]["layout"], x["params"]["web_processes"]) == layout),
+            key=lambda x: x["params"]["offered_msgs_per_s"],
+        )
+        xs = [r["params"]["offered_msgs_per_s"] for r in runs]
+        color = next(colors)
+        for q, style in (("p50_ms", "--"), ("p99_ms", "-")):
+            label = f"{q[:3]} {layout[0]}, {layout[1]} web"
+            axes[0].plot(xs, [r[q] or 0 for r in runs], style, color=color, marker="o", label=label)
+    axes[0].set_title("W3 1:1 chat: end-to-end latency")
+    axes[0].set_xlabel("offered messages/s")
+    if w3:
+        axes[0].set_xscale("log")
+    w4 = [x for x in lines if x["workload"] == "W4"]
+    keys = sorted({(x["params"]["members"], x["params"]["layout"], x["params"]["web_processes"]) for x in w4})
+    for members, layout, webs in keys:
+        runs = sorted(
+            (
+                x
+                for x in w4
+                if (x["params"]["members"], x["params"]["layout"], x["params"]["web_processes"])
+                == (members, layout, webs)
+            ),
+            key=lambda x: x["params"]["offered_deliveries_per_s"],
+        )
+        xs = [r["params"]["offered_deliveries_per_s"] for r in runs]
+        color = next(colors)
+        for q, style in (("p50_ms", "--"), ("p99_ms", "-")):
+            label = f"{q[:3]} {members} members, {layout} {webs} web"
+            axes[1].plot(xs, [r[q] or 0 for r in runs], style, color=color, marker="o", label=label)
+    axes[1].set_title("W4 group fan-out: latency to the last member")
+    axes[1].set_xlabel("offered deliveries/s")
+    if w4:
+        axes[1].set_xscale("log")
+    for ax in axes:
         ax.set_ylabel("ms")
-        ax.legend()
+        ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "latency.png", dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--full", action="store_true", help="the whole suite (longer)")
-    parser.add_argument("--only", help="one workload, e.g. W3")
-    parser.add_argument("--web", type=int, default=int(os.environ.get("BENCH_WEB_PROCESSES", "2")))
-    args = parser.parse_args()
-    env = bench_env()
-    reset_database(env)
-    setup_django(env)
+def suite(args: argparse.Namespace, env: dict[str, str], endpoint: PushEndpoint) -> list[Run]:
+    from bench import workloads as w
+
+    chat = w.Chat(procs=2, drain=args.drain)
     procs = 2
-    quick: list[tuple[str, Any]] = [
-        ("W1", lambda w: w1_idle(w, 2000, procs)),
-        ("W2", lambda w: w2_storm(w, 1000, 500, procs)),
-        ("W3", lambda w: w3_direct(w, 100, 250, 10, procs)),
-        ("W3", lambda w: w3_direct(w, 100, 500, 10, procs)),
-        ("W3", lambda w: w3_direct(w, 100, 1000, 10, procs)),
-        ("W4", lambda w: w4_group(w, 10, 50, 10, procs)),
-        ("W4", lambda w: w4_group(w, 100, 20, 10, procs)),
-        ("W4", lambda w: w4_group(w, 1000, 5, 10, procs)),
-        ("W5", lambda w: w5_sync(w, 100, 10_000)),
+    single, cluster = ("direct", 1), ("nginx", 2)
+    quick: list[Run] = [
+        Run("W1", None, lambda s, _: w.w1_idle(s, 2000, procs)),
+        Run("W2", None, lambda s, _: w.w2_storm(s, 1000, 500, procs)),
+        Run("W3", None, lambda s, k: w.w3_direct(s, k, 50, 50, 10, chat)),  # W6's reference
+        Run("W3", None, lambda s, k: w.w3_direct(s, k, 100, 250, 10, chat)),
+        Run("W3", None, lambda s, k: w.w3_direct(s, k, 100, 500, 10, chat)),
+        Run("W3", None, lambda s, k: w.w3_direct(s, k, 100, 1000, 10, chat)),
+        Run("W4", None, lambda s, k: w.w4_group(s, k, 10, 50, 10, chat)),
+        Run("W4", None, lambda s, k: w.w4_group(s, k, 100, 20, 10, chat)),
+        Run("W4", None, lambda s, k: w.w4_group(s, k, 1000, 5, 10, chat)),
+        Run("W5", None, lambda s, _: w.w5_sync(s, 100, 10_000)),
+        Run("W6", None, lambda s, k: w.w6_push(s, _need(k), endpoint, 50, 50, 10, chat), needs_worker=True),
     ]
-    full: list[tuple[str, Any]] = [
-        ("W1", lambda w: w1_idle(w, 10_000, 4)),
-        ("W2", lambda w: w2_storm(w, 5000, 1000, 4)),
-        ("W3", lambda w: w3_direct(w, 500, 2500, 20, procs)),
-        ("W4", lambda w: w4_group(w, 1000, 25, 20, procs)),
+    compare: list[Run] = [
+        Run("W3", layout, lambda s, k: w.w3_direct(s, k, 100, 250, 10, chat)) for layout in (single, cluster)
+    ] + [Run("W4", layout, lambda s, k: w.w4_group(s, k, 100, 20, 10, chat)) for layout in (single, cluster)]
+    soak = w.Chat(procs=2, drain=max(args.drain, 60.0), grace=10.0)
+    full: list[Run] = [
+        Run("W1", None, lambda s, _: w.w1_idle(s, 10_000, 4)),
+        Run("W2", None, lambda s, _: w.w2_storm(s, 5000, 1000, 4)),
+        Run("W3", None, lambda s, k: w.w3_direct(s, k, 500, 2500, 20, chat)),
+        Run("W4", None, lambda s, k: w.w4_group(s, k, 1000, 2, 20, chat)),
+        Run("W4", None, lambda s, k: w.w4_group(s, k, 1000, 10, 20, chat)),
+        Run("W4", None, lambda s, k: w.w4_group(s, k, 1000, 25, 20, chat)),
+        Run("W6", None, lambda s, k: w.w6_push(s, _need(k), endpoint, 100, 250, 20, chat), needs_worker=True),
+        Run(
+            "W7",
+            None,
+            lambda s, k: w.w7_soak(
+                s, k, env, args.soak_pairs, args.soak_rate, args.soak_seconds, args.soak_churn, soak
+            ),
+            needs_worker=True,
+        ),
     ]
-    suite = quick + (full if args.full else [])
+    compare_full: list[Run] = [
+        Run("W3", layout, lambda s, k: w.w3_direct(s, k, 100, 500, 10, chat)) for layout in (single, cluster)
+    ] + [Run("W4", layout, lambda s, k: w.w4_group(s, k, 1000, 5, 10, chat)) for layout in (single, cluster)]
+    main = quick + (full if args.full else [])
+    side_by_side = compare + (compare_full if args.full else [])
+    runs = {"default": main + side_by_side, "direct": main, "nginx": main, "cluster": side_by_side}[args.layout]
     if args.only:
-        suite = [s for s in suite if s[0] == args.only.upper()][: int(os.environ.get("BENCH_ONLY_FIRST", "99"))]
+        first = int(os.environ.get("BENCH_ONLY_FIRST", "99"))
+        wanted = {x.strip().upper() for x in args.only.split(",")}
+        runs = [r for r in runs if r.workload in wanted]
+        if args.only.upper() == "W7" and not args.full:  # the soak is in bench-full; --only W7 asks for it
+            runs = [r for r in full if r.workload == "W7"]
+        runs = runs[:first]
+    return runs
+
+
+def _need(worker: Worker | None) -> Worker:
+    if worker is None:
+        raise RuntimeError("this workload needs the Celery worker")
+    return worker
+
+
+@contextmanager
+def _maybe_worker(env: dict[str, str], concurrency: int, start: bool) -> Iterator[Worker | None]:
+    if not start:
+        yield None
+        return
+    with stack.celery_worker(env, concurrency) as worker:
+        yield worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the whole suite (longer), including the soak")
+    parser.add_argument("--only", help="only these workloads, e.g. W3 or W3,W4")
+    parser.add_argument("--web", type=int, default=int(os.environ.get("BENCH_WEB_PROCESSES", "2")))
+    parser.add_argument(
+        "--layout",
+        choices=["default", "direct", "nginx", "cluster"],
+        default=os.environ.get("BENCH_LAYOUT"),
+        help="direct: clients spread over the --web processes' ports; nginx: through nginx in front of them; "
+        "cluster: only W3 and W4 with 1 web process direct vs nginx + 2; default: direct, then the cluster "
+        "runs (with --only: direct)",
+    )
+    parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for what is missing after a run")
+    parser.add_argument("--no-worker", action="store_true", help="no Celery worker except for W6 and W7")
+    parser.add_argument("--worker-concurrency", type=int, default=int(os.environ.get("BENCH_WORKER_CONCURRENCY", "2")))
+    parser.add_argument("--soak-seconds", type=float, default=float(os.environ.get("BENCH_SOAK_SECONDS", "1800")))
+    parser.add_argument("--soak-rate", type=float, default=float(os.environ.get("BENCH_SOAK_RATE", "1250")))
+    parser.add_argument("--soak-pairs", type=int, default=int(os.environ.get("BENCH_SOAK_PAIRS", "500")))
+    parser.add_argument(
+        "--soak-churn", type=float, default=30.0, help="mean seconds between a soak client's disconnects"
+    )
+    args = parser.parse_args()
+    args.layout = args.layout or ("direct" if args.only else "default")
+    os.environ["BENCH_WORKER_CONCURRENCY"] = str(args.worker_concurrency)
+    env = stack.bench_env()
+    stack.reset_database(env)
+    _setup_django(env)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(stack.LOGS, ignore_errors=True)
+    endpoint = PushEndpoint()
+    runs = suite(args, env, endpoint)
+    default_layout: Layout = ("nginx" if args.layout == "nginx" else "direct", args.web)
     lines: list[dict[str, Any]] = []
-    meta = environment()
-    with web_processes(env, args.web) as webs:
-        for _name, run in suite:
-            line = {**run(webs), "env": meta}
-            print(json.dumps(line), flush=True)
-            lines.append(line)
-    (RESULTS / "latest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    meta = environment(args)
+    stack.purge_push_work()
+    try:
+        with _maybe_worker(env, args.worker_concurrency, not args.no_worker) as shared_worker:
+            i = 0
+            while i < len(runs):
+                layout = runs[i].layout or default_layout
+                group = []
+                while i < len(runs) and (runs[i].layout or default_layout) == layout:
+                    group.append(runs[i])
+                    i += 1
+                with stack.serve(env, *layout) as server:
+                    for run in group:
+                        with ExitStack() as own:
+                            worker = shared_worker
+                            if worker is None and run.needs_worker:
+                                worker = own.enter_context(stack.celery_worker(env, args.worker_concurrency))
+                            logs = stack.Logs(server.log_paths() + ([worker.log_path] if worker else []))
+                            logs.mark()
+                            line = run.go(server, worker)
+                            problems, first = logs.problems()
+                        if problems:  # the logs are in bench/results/logs/
+                            line["server_log_problems"], line["server_log_first_problem"] = problems, first
+                        left = stack.purge_push_work()
+                        if "msgs_per_s" in line and run.workload != "W5":
+                            line["push_backlog"] = left["push_outbox_left"]
+                        _compare_with_w3(line, lines)
+                        line["env"] = meta
+                        print(json.dumps(line), flush=True)
+                        lines.append(line)
+                        (RESULTS / "latest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    finally:
+        endpoint.close()
+        stack.delete_queues()
     print()
     print(table(lines))
     if any(x["workload"] in ("W3", "W4") for x in lines):
         plot(lines)
         print(f"\nplot: {RESULTS / 'latency.png'}")
+
+
+def _compare_with_w3(line: dict[str, Any], earlier: list[dict[str, Any]]) -> None:
+    """W6 against the last W3 run of the same pairs, rate and layout: sends with the push
+    path against a run where every recipient was online."""
+    if line["workload"] != "W6":
+        return
+    same = ("pairs", "offered_msgs_per_s", "layout", "web_processes")
+    for ref in reversed(earlier):
+        if ref["workload"] == "W3" and all(ref["params"].get(k) == line["params"].get(k) for k in same):
+            for q in ("p50", "p99"):
+                mine, theirs = line.get(f"ack_offline_{q}_ms"), ref.get(f"ack_{q}_ms")
+                if mine is not None and theirs is not None:
+                    line[f"ack_added_vs_w3_{q}_ms"] = round(mine - theirs, 2)
+            return
+
+
+def _setup_django(env: dict[str, str]) -> None:
+    import sys
+
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chat_project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
 
 
 if __name__ == "__main__":
