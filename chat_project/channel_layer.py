@@ -58,6 +58,15 @@ class ShardedPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc] 
     ``retry_interval`` (1 s).
     """
 
+    async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]]) -> list[ShardUnavailable]:
+        """``group_send`` for many (group, message) pairs: one pipelined round trip per shard.
+
+        A message object shared by several pairs is serialized once. Returns the failures
+        (one per shard that did not take its share); the other shards' publishes stand.
+        """
+        layer: _LoopLayer = self._get_layer()
+        return await layer.group_send_many(sends)
+
     def _get_layer(self) -> _LoopLayer:
         loop = asyncio.get_running_loop()
         layer: _LoopLayer | None = self._layers.get(loop)
@@ -83,6 +92,26 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]  # channels_redis 
         self._shards = [
             _Shard({**bounded, **host}, self, timeout, health_interval, retry_interval) for host in decode_hosts(hosts)
         ]
+
+    async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]]) -> list[ShardUnavailable]:
+        encoded: dict[int, bytes] = {}
+        by_shard: dict[_Shard, list[tuple[str, bytes]]] = {}
+        for group, message in sends:
+            payload = encoded.get(id(message))
+            if payload is None:
+                payload = encoded[id(message)] = self.channel_layer.serialize(message)
+            channel = self._get_group_channel_name(group)
+            by_shard.setdefault(self._get_shard(channel), []).append((channel, payload))
+        outcomes = await asyncio.gather(
+            *(shard.publish_many(items) for shard, items in by_shard.items()), return_exceptions=True
+        )
+        failures: list[ShardUnavailable] = []
+        for outcome in outcomes:
+            if isinstance(outcome, ShardUnavailable):
+                failures.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return failures
 
     def wanted_on(self, shard: _Shard) -> list[str]:
         """Every channel and group this loop's consumers need from ``shard``."""
@@ -132,6 +161,23 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]  # channels_redi
             self._ensure_redis()
             try:
                 await self._redis.publish(channel, message)
+            except FAILURES as exc:
+                self._lose(exc)
+                raise ShardUnavailable(self.label) from exc
+
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        """PUBLISH each (channel, payload) in one pipelined round trip."""
+        if self.lost:
+            raise ShardUnavailable(self.label)
+        async with self._lock:
+            if self.lost:
+                raise ShardUnavailable(self.label)
+            self._ensure_redis()
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, payload in items:
+                        pipe.publish(channel, payload)
+                    await pipe.execute()
             except FAILURES as exc:
                 self._lose(exc)
                 raise ShardUnavailable(self.label) from exc

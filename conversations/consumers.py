@@ -144,7 +144,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_RATE_LIMITED)
 
     async def _check_rate(self) -> None:
-        if not self.bucket.take() or not await user_window().allow(self.uid):
+        if not self.bucket.take() or not user_window().allow(self.uid):
             self.violations.append(time.monotonic())
             raise RateLimitedFrame()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import signal
 import subprocess
 import time
@@ -196,6 +197,10 @@ def test_the_layer_fails_fast_on_a_lost_shard_and_tells_its_groups_when_it_retur
             return message
 
         before = [await roundtrip(0, 0), await roundtrip(1, 0)]
+        # Pipelined: one message to groups on both shards.
+        shared = {"type": "client.event", "n": "both"}
+        both_failures = await layer.group_send_many([(groups[0], shared), (groups[1], shared)])
+        both = [await asyncio.wait_for(layer.receive(channels[shard]), LIVE) for shard in (0, 1)]
         redis_shards[1].stop()
         failures, started = [], time.monotonic()
         for n in range(3):
@@ -205,6 +210,10 @@ def test_the_layer_fails_fast_on_a_lost_shard_and_tells_its_groups_when_it_retur
                 failures.append(round(time.monotonic() - started, 2))
                 started = time.monotonic()
         during = await roundtrip(0, 1)
+        # Pipelined with one shard lost: the live shard's share arrives, the lost one is reported.
+        shared = {"type": "client.event", "n": "one"}
+        one_failures = await layer.group_send_many([(groups[0], shared), (groups[1], shared)])
+        one = await asyncio.wait_for(layer.receive(channels[0]), LIVE)
         # Joining a group on the lost shard neither fails nor waits.
         late = await layer.new_channel()
         started = time.monotonic()
@@ -216,6 +225,8 @@ def test_the_layer_fails_fast_on_a_lost_shard_and_tells_its_groups_when_it_retur
         await layer.flush()
         return {
             "before": before,
+            "both": (both_failures, both),
+            "one": (one_failures, one),
             "failures": failures,
             "during": during,
             "join": join_seconds,
@@ -230,6 +241,10 @@ def test_the_layer_fails_fast_on_a_lost_shard_and_tells_its_groups_when_it_retur
     assert result["failures"][0] < TIMEOUT + 1
     assert max(result["failures"][1:]) < 0.1
     assert result["during"]["n"] == 1
+    assert result["both"] == ([], [{"type": "client.event", "n": "both"}] * 2)
+    one_failures, one = result["one"]
+    assert [type(f) for f in one_failures] == [ShardUnavailable]
+    assert one == {"type": "client.event", "n": "one"}
     assert result["join"] < 0.1
     assert result["resumed"] == [{"type": RESUMED, "group": groups[1]}] * 2
     assert result["after"]["n"] == 2
@@ -252,7 +267,9 @@ def test_presence_and_rate_windows_degrade_on_a_stopped_shard_within_the_timeout
         first_seconds = time.monotonic() - started
         started = time.monotonic()
         again = await store.online([on_1, on_0])
-        allowed = await UserWindow().allow(on_1)
+        window = UserWindow()
+        allowed = window.allow(on_1)
+        await window.flush()  # fails open: the count is dropped, nothing raised
         disconnected = await store.disconnect(on_1, "socket-b")
         quick_seconds = time.monotonic() - started
         return {
@@ -397,3 +414,25 @@ def test_losing_a_shard_stops_live_delivery_only_for_its_users(
     assert Message.objects.filter(conversation=chat0, kind="text").count() == 7
     assert Message.objects.filter(conversation=across, body="to a live shard's user").count() == 1
     assert "lost Redis" in web1.log() + web2.log()
+
+
+def test_the_user_window_counts_writes_of_every_process_in_redis(settings: Any) -> None:
+    """Two processes (two windows) share a user's count through Redis: each learns the total
+    at its flush, and refuses once the user reached the limit everywhere."""
+    settings.WS_USER_SENDS_PER_MINUTE = 5
+    user_id = random.randint(10**9, 2 * 10**9)  # a fresh key in the shared Redis
+
+    async def scenario() -> list[bool]:
+        first, second = UserWindow(), UserWindow()
+        seen = [first.allow(user_id) for _ in range(3)]
+        await first.flush()
+        seen += [second.allow(user_id) for _ in range(2)]
+        await second.flush()  # learns the total: 5
+        seen.append(second.allow(user_id))
+        # The first process still judges from its last total (3) until its next flush.
+        seen.append(first.allow(user_id))
+        await first.flush()
+        seen.append(first.allow(user_id))
+        return seen
+
+    assert run(scenario()) == [True, True, True, True, True, False, True, False]
