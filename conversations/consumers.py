@@ -121,6 +121,18 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             raise RuntimeError("socket is not authenticated")
         return self.user_id
 
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        """Send a frame; a socket that has just vanished is not an error here.
+
+        The server raises (uvicorn: ClientDisconnected, an OSError) when a frame is sent after
+        the connection was lost but before this consumer handled the disconnect; letting that
+        end the consumer would skip :meth:`disconnect`, leaving its presence lease and groups.
+        """
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except OSError:
+            logger.debug("a frame for a socket that is gone was dropped")
+
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=realtime.encode(payload))
 

@@ -166,6 +166,36 @@ def test_presence_online_then_last_seen_and_privacy(
     assert carol_frames == [initial_carol]  # nothing announced for someone who hides it
 
 
+def test_a_socket_dropped_while_events_reach_it_still_goes_offline(
+    live_server_asgi: LiveServer, alice: User, bob: User
+) -> None:
+    """A connection that vanishes (no close frame) while messages are being delivered to it
+    goes offline at once, not when its presence lease runs out a minute later (meanwhile it
+    would suppress pushes)."""
+    chat = direct(alice, bob)
+    alice_login, bob_login = app_login(alice), app_login(bob)
+
+    async def scenario() -> list[dict[str, Any]]:
+        b = await connect(live_server_asgi, bob_login)
+        await b.send({"type": "presence.subscribe", "user_ids": [alice.pk]})
+        await b.expect("presence", lambda f: f["user_id"] == alice.pk)
+        seen = []
+        for _ in range(3):
+            a = await connect(live_server_asgi, alice_login)
+            seen.append(await b.expect("presence", lambda f: f["user_id"] == alice.pk))
+            for n in range(8):
+                if n == 6:
+                    a.conn.transport.abort()  # no close frame, no FIN handshake: the socket is gone
+                await b.send(send_frame(chat.pk, f"into the void {n}"))
+            seen.append(await b.expect("presence", lambda f: f["user_id"] == alice.pk, timeout=10))
+            await b.expect("message.ack", lambda f: f["message"]["body"] == "into the void 7")
+        await b.close()
+        return seen
+
+    seen = run(scenario(), timeout=90)
+    assert [f["online"] for f in seen] == [True, False] * 3
+
+
 def test_sync_pages_in_version_order_and_reports_removed(
     live_server_asgi: LiveServer, alice: User, bob: User, carol: User
 ) -> None:
