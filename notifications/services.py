@@ -136,42 +136,71 @@ def clear_on_commit(*, membership: Membership) -> None:
 
 def process_outbox(*, outbox_id: int) -> None:
     """Decide the pushes of one outbox row, once: safe to run twice or concurrently."""
+    process_outboxes([outbox_id])
+
+
+def process_outboxes(outbox_ids: list[int]) -> None:
+    """Decide the pushes of these outbox rows in one transaction, each once: safe to run twice
+    or concurrently (rows another worker holds right now are left to it).
+
+    The reads every decision needs (messages, members, devices, subscriptions, preferences,
+    presence) are made once for all the rows, so a batch of a group commit's messages costs
+    a few queries more than one message, not a few queries per message.
+    """
     with transaction.atomic():
-        row = PushOutbox.objects.select_for_update(skip_locked=True).filter(pk=outbox_id).first()
-        if row is None:  # done already, or another worker holds it right now
+        rows = list(PushOutbox.objects.select_for_update(skip_locked=True).filter(pk__in=outbox_ids).order_by("id"))
+        if not rows:  # done already, or another worker holds them right now
             return
-        _lock_conversation(row.conversation_id)
-        due = _decide_message(row) if row.kind == PushOutbox.Kind.MESSAGE else _decide_clear(row)
-        row.delete()
+        _lock_conversations({row.conversation_id for row in rows})
+        due = _decide_messages([row for row in rows if row.kind == PushOutbox.Kind.MESSAGE])
+        for row in rows:
+            if row.kind != PushOutbox.Kind.MESSAGE:
+                due += _decide_clear(row)
+        PushOutbox.objects.filter(pk__in=[row.pk for row in rows]).delete()
         transaction.on_commit(lambda: enqueue_sends(due))
 
 
-def _lock_conversation(conversation_id: int) -> None:
-    """Serialise decisions per conversation, so that coalescing sees the previous decision."""
+def _lock_conversations(conversation_ids: set[int]) -> None:
+    """Serialise decisions per conversation, so that coalescing sees the previous decision.
+
+    One statement for all; the locks are taken in conversation id order (unnest keeps the
+    array's order), so two batches cannot deadlock.
+    """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_DECIDE_LOCK, conversation_id & 0x7FFFFFFF])
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, c) FROM unnest(%s::integer[]) AS c",
+                [_DECIDE_LOCK, sorted({cid & 0x7FFFFFFF for cid in conversation_ids})],
+            )
 
 
-def _decide_message(row: PushOutbox) -> list[tuple[int, datetime | None]]:
-    message = (
-        # With its conversation, the lookup reads one partition of messages (Message's docstring).
-        Message.objects.filter(conversation_id=row.conversation_id, pk=row.message_id).first()
-        if row.message_id is not None
-        else None
-    )
-    if message is None:
+@dataclass(frozen=True)
+class _Member:
+    muted_until: datetime | None
+    read_seq: int
+    joined_seq: int
+
+
+def _decide_messages(rows: list[PushOutbox]) -> list[tuple[int, datetime | None]]:
+    """One PushDelivery per (message, device of another member): suppressed and why, coalesced
+    into a pending push, or computed (due now or when the coalescing window closes)."""
+    message_ids = [row.message_id for row in rows if row.message_id is not None]
+    if not message_ids:
         return []
+    conversation_ids = {row.conversation_id for row in rows}
+    # With their conversations, the lookup reads only their partitions of messages.
+    messages = list(
+        Message.objects.filter(conversation_id__in=conversation_ids, pk__in=message_ids).order_by("seq", "id")
+    )
     now = timezone.now()
-    others = Membership.objects.filter(
-        conversation_id=message.conversation_id, left_at__isnull=True, joined_seq__lt=message.seq
-    ).exclude(user_id=message.sender_id or 0)
-    members = {
-        user_id: (muted_until, read_seq)
-        for user_id, muted_until, read_seq in others.values_list("user_id", "muted_until", "read_seq")
-    }
+    members: dict[int, dict[int, _Member]] = {}
+    for conversation_id, user_id, muted_until, read_seq, joined_seq in Membership.objects.filter(
+        conversation_id__in=conversation_ids, left_at__isnull=True
+    ).values_list("conversation_id", "user_id", "muted_until", "read_seq", "joined_seq"):
+        members.setdefault(conversation_id, {})[user_id] = _Member(muted_until, read_seq, joined_seq)
+    user_ids = {u for in_conversation in members.values() for u in in_conversation}
     devices = list(
-        Device.objects.filter(user_id__in=members, revoked_at__isnull=True, user__is_active=True)
+        Device.objects.filter(user_id__in=user_ids, revoked_at__isnull=True, user__is_active=True)
         .filter(in_good_standing("user__"))  # no pushes to suspended or banned accounts
         .order_by("id")
         .values_list("pk", "user_id")
@@ -181,57 +210,78 @@ def _decide_message(row: PushOutbox) -> list[tuple[int, datetime | None]]:
     subscriptions = dict(
         PushSubscription.objects.filter(device_id__in=[d for d, _ in devices]).values_list("device_id", "pk")
     )
-    preferences = {p.user_id: p for p in PushPreference.objects.filter(user_id__in=members)}
+    preferences = {p.user_id: p for p in PushPreference.objects.filter(user_id__in=user_ids)}
 
-    def static_reason(device_id: int, user_id: int) -> str:
-        muted_until, read_seq = members[user_id]
-        preference = preferences.get(user_id)
+    def static_reason(message: Message, device_id: int, member_id: int) -> str:
+        member = members[message.conversation_id][member_id]
+        preference = preferences.get(member_id)
         if device_id not in subscriptions:
             return Reason.NO_SUBSCRIPTION
         if preference is not None and not preference.enabled:
             return Reason.DISABLED
-        if muted_until is not None and muted_until > now:
+        if member.muted_until is not None and member.muted_until > now:
             return Reason.MUTED
         if message.deleted_at is not None or message.hidden_at is not None:
             return Reason.DELETED  # gone for everyone: never push its text
-        if read_seq >= message.seq:
+        if member.read_seq >= message.seq:
             return Reason.READ
         return Reason.NONE
 
-    reasons = {device_id: static_reason(device_id, user_id) for device_id, user_id in devices}
-    online = presence.online_now(sorted({u for d, u in devices if not reasons[d]}))
-    for device_id, user_id in devices:
-        if not reasons[device_id] and online.get(user_id):
-            reasons[device_id] = Reason.ONLINE
-    candidates = [d for d, _ in devices if not reasons[d]]
-    pending, recent = _coalescing_state(message.conversation_id, candidates, now)
-
-    rows = []
-    for device_id, user_id in devices:
-        delivery = PushDelivery(
-            kind=PushDelivery.Kind.NOTIFY,
-            message=message,
-            conversation_id=message.conversation_id,
-            user_id=user_id,
-            device_id=device_id,
-            subscription_id=subscriptions.get(device_id),
-            seq=message.seq,
-            status=Status.SUPPRESSED,
-            reason=reasons[device_id],
-        )
-        if delivery.reason:  # suppressed, and why
-            pass
-        elif device_id in pending:  # a push not sent yet will carry this message too
-            delivery.reason, delivery.coalesced_into_id = Reason.COALESCED, pending[device_id]
-        else:  # push now, or at the end of the window that a recent push opened
-            delivery.status, delivery.reason = Status.COMPUTED, Reason.NONE
-            delivery.next_attempt_at = max(now, recent[device_id]) if device_id in recent else now
-        rows.append(delivery)
-    PushDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+    reasons: dict[Message, dict[tuple[int, int], str]] = {}
+    for message in messages:
+        others = members.get(message.conversation_id, {})
+        reasons[message] = {
+            (device_id, user_id): static_reason(message, device_id, user_id)
+            for device_id, user_id in devices
+            if user_id in others and user_id != message.sender_id and others[user_id].joined_seq < message.seq
+        }
+    online = presence.online_now(
+        sorted({u for decided in reasons.values() for (_, u), reason in decided.items() if not reason})
+    )
+    suppressed: list[PushDelivery] = []
+    for message, decided in reasons.items():
+        for (device_id, user_id), reason in decided.items():
+            if not reason and online.get(user_id):
+                decided[device_id, user_id] = Reason.ONLINE
+        candidates = [d for (d, _), reason in decided.items() if not reason]
+        if not candidates:  # nothing to send: written together below
+            suppressed += [_delivery(message, d, u, subscriptions, reason) for (d, u), reason in decided.items()]
+            continue
+        # Written now, so that the next message of the conversation coalesces into these.
+        pending, recent = _coalescing_state(message.conversation_id, candidates, now)
+        deliveries = []
+        for (device_id, user_id), reason in decided.items():
+            delivery = _delivery(message, device_id, user_id, subscriptions, reason)
+            if delivery.reason:  # suppressed, and why
+                pass
+            elif device_id in pending:  # a push not sent yet will carry this message too
+                delivery.reason, delivery.coalesced_into_id = Reason.COALESCED, pending[device_id]
+            else:  # push now, or at the end of the window that a recent push opened
+                delivery.status, delivery.reason = Status.COMPUTED, Reason.NONE
+                delivery.next_attempt_at = max(now, recent[device_id]) if device_id in recent else now
+            deliveries.append(delivery)
+        PushDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    PushDelivery.objects.bulk_create(suppressed, ignore_conflicts=True)
     return list(
-        PushDelivery.objects.filter(kind=PushDelivery.Kind.NOTIFY, message=message, status=Status.COMPUTED).values_list(
-            "pk", "next_attempt_at"
-        )
+        PushDelivery.objects.filter(
+            kind=PushDelivery.Kind.NOTIFY, message__in=messages, status=Status.COMPUTED
+        ).values_list("pk", "next_attempt_at")
+    )
+
+
+def _delivery(
+    message: Message, device_id: int, user_id: int, subscriptions: dict[int, int], reason: str
+) -> PushDelivery:
+    return PushDelivery(
+        kind=PushDelivery.Kind.NOTIFY,
+        message=message,
+        conversation_id=message.conversation_id,
+        user_id=user_id,
+        device_id=device_id,
+        subscription_id=subscriptions.get(device_id),
+        seq=message.seq,
+        status=Status.SUPPRESSED,
+        reason=reason,
     )
 
 

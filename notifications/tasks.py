@@ -22,9 +22,17 @@ logger = logging.getLogger(__name__)
 def process_outbox_task(*outbox_ids: int) -> None:
     """Decide who gets a push for some messages (or reads), then enqueue the sends.
 
-    One task carries every row a group commit wrote. Each row is decided in its own
-    transaction; a row that fails stays in the outbox for the sweep, and the others go on.
+    One task carries every row a group commit wrote, decided together. If that fails, each
+    row is tried on its own, so one bad row cannot hold back the others; a row that still
+    fails stays in the outbox for the sweep.
     """
+    try:
+        services.process_outboxes(list(outbox_ids))
+        return
+    except Exception:
+        if len(outbox_ids) == 1:
+            raise
+        logger.exception("push: deciding outbox rows %s together failed; trying them one by one", outbox_ids)
     for outbox_id in outbox_ids:
         try:
             services.process_outbox(outbox_id=outbox_id)

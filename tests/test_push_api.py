@@ -19,6 +19,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -359,6 +361,51 @@ def test_decisions_are_taken_once_per_message_and_device(
     services.process_outbox(outbox_id=duplicate.pk)  # a second row for the same message
 
     assert PushDelivery.objects.filter(message=message).count() == 1
+
+
+def test_a_batch_of_outbox_rows_is_decided_as_one_by_one_would_be(
+    push_settings: Any, push_service: FakePushService, alice: User, bob: User, carol: User
+) -> None:
+    """Rows decided together (one task per group commit): the second message to an offline
+    device coalesces into the first one's push, as it would if decided after it."""
+    with_bob, _ = chat.get_or_create_direct(user=alice, other_user_id=bob.pk)
+    with_carol, _ = chat.get_or_create_direct(user=alice, other_user_id=carol.pk)
+    bobs = subscribe(bob, Subscriber(push_service, "proc-batch-bob"))
+    bare = app_login(carol).device
+    first, second, third = send(alice, with_bob), send(alice, with_bob), send(alice, with_carol)
+
+    services.process_outboxes(list(PushOutbox.objects.order_by("-id").values_list("pk", flat=True)))
+
+    decided = {
+        (d.message_id, d.device_id): (d.status, d.reason, d.coalesced_into_id) for d in PushDelivery.objects.all()
+    }
+    pushed = PushDelivery.objects.get(message=first, device=bobs)
+    assert decided == {
+        (first.pk, bobs.pk): ("computed", "", None),
+        (second.pk, bobs.pk): ("suppressed", "coalesced", pushed.pk),
+        (third.pk, bare.pk): ("suppressed", "no_subscription", None),
+    }
+    assert not PushOutbox.objects.exists()
+
+
+def test_deciding_a_batch_costs_the_same_queries_for_two_messages_or_twenty(
+    push_settings: Any, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    peers = [make_user(f"quiet{i}") for i in range(20)]
+    chats = [chat.get_or_create_direct(user=alice, other_user_id=p.pk)[0] for p in peers]
+    for peer in peers:
+        app_login(peer)  # a device without a push subscription
+
+    def cost(conversations: list[Conversation]) -> int:
+        for conversation in conversations:
+            send(alice, conversation)
+        rows = list(PushOutbox.objects.values_list("pk", flat=True))
+        with CaptureQueriesContext(connection) as captured:
+            services.process_outboxes(rows)
+        assert not PushOutbox.objects.exists()
+        return len(captured.captured_queries)
+
+    assert cost(chats[:2]) == cost(chats[2:])
 
 
 def test_without_previews_the_push_says_only_new_message(
