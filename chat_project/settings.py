@@ -462,6 +462,9 @@ PUSH_RETRY_MAX_SECONDS = min(env.float("PUSH_RETRY_MAX_SECONDS", default=300.0),
 PUSH_SWEEP_SECONDS = env.float("PUSH_SWEEP_SECONDS", default=60.0)
 PUSH_OUTBOX_GRACE_SECONDS = env.float("PUSH_OUTBOX_GRACE_SECONDS", default=60.0)
 PUSH_PUBLISH_BACKOFF_SECONDS = env.float("PUSH_PUBLISH_BACKOFF_SECONDS", default=5.0)
+# The publisher gathers committed outbox ids this long before handing them to the broker as
+# one task, so the worker decides them together (notifications/publisher.py).
+PUSH_PUBLISH_LINGER_SECONDS = env.float("PUSH_PUBLISH_LINGER_SECONDS", default=0.05)
 PUSH_DELIVERY_RETENTION_DAYS = env.int("PUSH_DELIVERY_RETENTION_DAYS", default=14)
 CELERY_BEAT_SCHEDULE["push-sweep"] = {"task": "notifications.tasks.sweep_task", "schedule": PUSH_SWEEP_SECONDS}
 CELERY_BEAT_SCHEDULE["push-purge"] = {"task": "notifications.tasks.purge_task", "schedule": 60 * 60}

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Case, F, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -228,7 +228,7 @@ def create_group(*, creator: User, title: Any, member_ids: Any) -> Conversation:
 
 
 def _lock_conversation(conversation_id: int) -> Conversation:
-    return Conversation.objects.select_for_update().get(pk=conversation_id)
+    return Conversation.objects.select_for_update(no_key=True).get(pk=conversation_id)
 
 
 def _require_group_admin(membership: Membership) -> None:
@@ -413,7 +413,12 @@ def _allocate_messages(counts: dict[int, int], at: datetime) -> dict[int, tuple[
         return allocated
     ids = sorted(counts)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM conversations_conversation WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        # NO KEY UPDATE, the lock the UPDATE itself takes: a plain FOR UPDATE would also block
+        # the key-share locks that foreign-key checks of other transactions (push decisions
+        # inserting rows that name a conversation) take at their commit, in any order.
+        cursor.execute(
+            "SELECT id FROM conversations_conversation WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [ids]
+        )
         cursor.execute(
             "UPDATE conversations_conversation AS c SET last_seq = c.last_seq + n.count,"
             " version = c.version + n.count, last_message_at = GREATEST(c.last_message_at, %s)"
@@ -609,9 +614,10 @@ def send_text_messages(sends: list[TextSend]) -> list[SendOutcome]:
             with transaction.atomic():
                 for i, message in zip(places, _store_messages(new), strict=True):
                     outcomes[i] = (message, True)
-        except IntegrityError:
-            # A retry raced its original from another socket: store them one by one instead,
-            # where each duplicate finds its original.
+        except (IntegrityError, OperationalError):
+            # A retry raced its original from another socket, or the batch lost a deadlock
+            # (all rolled back): store them one by one instead, where each duplicate finds its
+            # original and each send holds one conversation's lock only.
             for i in places:
                 outcomes[i] = _send_one(sends[i])
     for i, send in enumerate(sends):
@@ -799,7 +805,7 @@ def set_message_hidden(*, message_id: int, hidden: bool, reason: str = "") -> tu
 
 
 def _lock_group(conversation_id: int) -> Conversation:
-    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    conversation = Conversation.objects.select_for_update(no_key=True).filter(pk=conversation_id).first()
     if conversation is None:
         raise selectors.ConversationNotFound()
     if conversation.kind != Conversation.Kind.GROUP:

@@ -65,7 +65,11 @@ def _take_pending() -> list[int]:
 
 
 def _publish_pending() -> None:
-    """Publish whatever is pending (an earlier call may have taken it all already)."""
+    """Publish whatever is pending (an earlier call may have taken it all already), after
+    lingering a moment so that the sends committing meanwhile ride in the same task."""
+    if not _pending:
+        return
+    time.sleep(settings.PUSH_PUBLISH_LINGER_SECONDS)
     while outbox_ids := _take_pending():
         _publish(outbox_ids)
 

@@ -111,6 +111,43 @@ def test_a_batch_costs_the_same_queries_for_one_send_or_thirty() -> None:
     assert one == thirty
 
 
+def connect_aside() -> psycopg.Connection[Any]:
+    """Another connection to the test database, beside Django's."""
+    params = connection.get_connection_params()
+    return psycopg.connect(
+        dbname=params["dbname"], user=params.get("user"), host=params.get("host"), port=params.get("port")
+    )
+
+
+def wait_for_a_lock_wait() -> None:
+    """Until some backend of the test database waits for a lock (the batch, blocked)."""
+    dbname = connection.get_connection_params()["dbname"]
+    with connect_aside() as probe:
+
+        def waiting() -> bool:
+            found = probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", [dbname]
+            ).fetchone()
+            return found is not None and found[0] > 0
+
+        wait_until(waiting, timeout=10, what="the batch to wait for a conversation's lock")
+
+
+def in_thread(sends: list[TextSend]) -> tuple[threading.Thread, list[SendOutcome]]:
+    """Run a batch on its own thread (and database connection)."""
+    outcomes: list[SendOutcome] = []
+
+    def batch() -> None:
+        try:
+            outcomes.extend(services.send_text_messages(sends))
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=batch)
+    worker.start()
+    return worker, outcomes
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_retry_racing_its_original_from_another_connection_is_answered_with_it() -> None:
     """The batch checked for duplicates before another transaction stored the same client id:
@@ -118,12 +155,7 @@ def test_a_retry_racing_its_original_from_another_connection_is_answered_with_it
     the retry answered with the original and the order still gap-free."""
     alice, bob = make_user("racer_a"), make_user("racer_b")
     chat = direct(alice, bob)
-    dsn = connection.get_connection_params()
-
-    def connect() -> psycopg.Connection[Any]:
-        return psycopg.connect(dbname=dsn["dbname"], user=dsn.get("user"), host=dsn.get("host"), port=dsn.get("port"))
-
-    other = connect()
+    other = connect_aside()
     try:
         # The other copy allocates its seq and inserts, holding the conversation's row lock.
         with other.cursor() as cursor:
@@ -142,30 +174,8 @@ def test_a_retry_racing_its_original_from_another_connection_is_answered_with_it
             )
             original = cursor.fetchone()
             assert original is not None
-        outcomes: list[SendOutcome] = []
-
-        def batch() -> None:
-            try:
-                outcomes.extend(
-                    services.send_text_messages([text(alice, chat, "same", "retry"), text(bob, chat, "b", "reply")])
-                )
-            finally:
-                connections.close_all()
-
-        worker = threading.Thread(target=batch)
-        worker.start()
-        with psycopg.connect(
-            dbname=dsn["dbname"], user=dsn.get("user"), host=dsn.get("host"), port=dsn.get("port")
-        ) as probe:
-
-            def batch_waits_for_the_lock() -> bool:
-                found = probe.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                    [dsn["dbname"]],
-                ).fetchone()
-                return found is not None and found[0] > 0
-
-            wait_until(batch_waits_for_the_lock, timeout=10, what="the batch to wait for the conversation lock")
+        worker, outcomes = in_thread([text(alice, chat, "same", "retry"), text(bob, chat, "b", "reply")])
+        wait_for_a_lock_wait()
         other.commit()
         worker.join(timeout=30)
         assert not worker.is_alive()
@@ -178,4 +188,30 @@ def test_a_retry_racing_its_original_from_another_connection_is_answered_with_it
     assert list(Message.objects.filter(conversation=chat).order_by("seq").values_list("seq", "client_msg_id")) == [
         (1, "same"),
         (2, "b"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_loses_a_deadlock_stores_its_sends_one_by_one() -> None:
+    """Another transaction holds the batch's second conversation, then asks for its first:
+    PostgreSQL aborts the batch (the other side waits longer before checking for deadlocks),
+    and its sends are stored one by one once the other side commits; nobody sees an error."""
+    alice, bob, carol = make_user("locked_a"), make_user("locked_b"), make_user("locked_c")
+    first, second = direct(alice, bob), direct(alice, carol)
+    other = connect_aside()
+    try:
+        other.execute("SET deadlock_timeout = '60s'")
+        other.execute("SELECT id FROM conversations_conversation WHERE id = %s FOR UPDATE", [second.pk])
+        worker, outcomes = in_thread([text(alice, first, "c1", "one"), text(alice, second, "c2", "two")])
+        wait_for_a_lock_wait()  # the batch holds the first conversation and waits for the second
+        other.execute("SELECT id FROM conversations_conversation WHERE id = %s FOR UPDATE", [first.pk])
+        other.commit()  # reached only once PostgreSQL aborted the batch
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+    finally:
+        other.close()
+
+    assert [(m.conversation_id, m.seq, m.body, created) for m, created in map(stored, outcomes)] == [
+        (first.pk, 1, "one", True),
+        (second.pk, 1, "two", True),
     ]
