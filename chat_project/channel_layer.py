@@ -153,34 +153,28 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]  # channels_redi
     # --- commands -----------------------------------------------------------------------
 
     async def publish(self, channel: str, message: bytes) -> None:
-        if self.lost:
-            raise ShardUnavailable(self.label)
-        async with self._lock:
-            if self.lost:
-                raise ShardUnavailable(self.label)
-            self._ensure_redis()
-            try:
-                await self._redis.publish(channel, message)
-            except FAILURES as exc:
-                self._lose(exc)
-                raise ShardUnavailable(self.label) from exc
+        await self.publish_many([(channel, message)])
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
-        """PUBLISH each (channel, payload) in one pipelined round trip."""
+        """PUBLISH each (channel, payload) in one pipelined round trip.
+
+        Without the shard's lock, which serialises subscriptions on the one subscriber
+        connection: publishes take pooled connections of their own, so a storm of connects
+        (SUBSCRIBEs) does not hold them back, nor they each other.
+        """
         if self.lost:
             raise ShardUnavailable(self.label)
-        async with self._lock:
-            if self.lost:
-                raise ShardUnavailable(self.label)
-            self._ensure_redis()
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, payload in items:
-                        pipe.publish(channel, payload)
-                    await pipe.execute()
-            except FAILURES as exc:
+        self._ensure_redis()
+        redis = self._redis
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for channel, payload in items:
+                    pipe.publish(channel, payload)
+                await pipe.execute()
+        except FAILURES as exc:
+            if self._redis is redis:  # not a client that a reconnect has replaced meanwhile
                 self._lose(exc)
-                raise ShardUnavailable(self.label) from exc
+            raise ShardUnavailable(self.label) from exc
 
     async def subscribe(self, channel: str) -> None:
         async with self._lock:
