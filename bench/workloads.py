@@ -288,20 +288,29 @@ def _pairs_plans(
     return plans
 
 
+def _direct_chat_plans(
+    server: Server, tag: str, pairs: int, rate: float, seconds: float, opts: Chat
+) -> tuple[list[Any], int, float]:
+    """Seeded pairs of users in direct chats, each pair sending at ``rate / pairs`` for
+    ``seconds``, split over the load generator's processes (W3, W7); with the messages per
+    pair and the interval between a pair's messages."""
+    users = seed_users(pairs * 2, f"{tag}_")
+    devices = devices_for(users, server.ws_urls)
+    conversations = direct_chats(users)
+    per_pair, interval = max(1, int(rate * seconds / pairs)), pairs / rate
+    plans = _pairs_plans(devices, conversations, per_pair, interval, tag, opts.procs)
+    for plan in plans:
+        plan.drain, plan.grace = opts.drain, opts.grace
+    return plans, per_pair, interval
+
+
 def w3_direct(
     server: Server, worker: Worker | None, pairs: int, rate: float, seconds: float, opts: Chat
 ) -> dict[str, Any]:
     from bench.load import run_chat
 
     tag = f"w3{uuid.uuid4().hex[:6]}"
-    users = seed_users(pairs * 2, f"{tag}_")
-    devices = devices_for(users, server.ws_urls)
-    conversations = direct_chats(users)
-    per_pair = max(1, int(rate * seconds / pairs))
-    interval = pairs / rate
-    plans = _pairs_plans(devices, conversations, per_pair, interval, tag, opts.procs)
-    for plan in plans:
-        plan.drain, plan.grace = opts.drain, opts.grace
+    plans, per_pair, interval = _direct_chat_plans(server, tag, pairs, rate, seconds, opts)
     meter = Meter(server, worker)
     start_at, results = run_chat(plans, on_start=meter.start)
     meter.stop()
@@ -595,14 +604,8 @@ def w7_soak(
     from bench.load import run_chat
 
     tag = f"w7{uuid.uuid4().hex[:6]}"
-    users = seed_users(pairs * 2, f"{tag}_")
-    devices = devices_for(users, server.ws_urls)
-    conversations = direct_chats(users)
-    per_pair = max(1, int(rate * seconds / pairs))
-    interval = pairs / rate
-    plans = _pairs_plans(devices, conversations, per_pair, interval, tag, opts.procs)
+    plans, per_pair, interval = _direct_chat_plans(server, tag, pairs, rate, seconds, opts)
     for plan in plans:
-        plan.drain, plan.grace = opts.drain, opts.grace
         plan.churn, plan.catch_up = churn, True
     samples: list[tuple[float, int, int]] = []  # seconds since start, RSS KB, Redis keys
     meter = Meter(server, worker)

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from django.test import override_settings
 
@@ -118,15 +119,10 @@ def free_port() -> int:
         return port
 
 
-@dataclass
-class LiveServer:
-    """A web process (scripts/serve.sh: daphne, or uvicorn with WEB_SERVER=uvicorn) on this
-    worker's test database."""
+class LoopbackURLs:
+    """The addresses of a server listening on 127.0.0.1:``port``."""
 
     port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str] = field(repr=False)
 
     @property
     def http_url(self) -> str:
@@ -138,7 +134,18 @@ class LiveServer:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.http_url
+
+
+@dataclass
+class LiveServer(LoopbackURLs):
+    """A web process (scripts/serve.sh: daphne, or uvicorn with WEB_SERVER=uvicorn) on this
+    worker's test database."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -171,6 +178,33 @@ def wait_until(predicate: Any, *, timeout: float, what: str, interval: float = 0
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_redis(
+    *,
+    port: int,
+    what: str,
+    host: str = "127.0.0.1",
+    timeout: float = 15,
+    process: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Until the redis-server at host:port answers PING; fail at once if its process exited."""
+    client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        if process is not None and process.poll() is not None:
+            log = log_path.read_text() if log_path is not None else ""
+            raise AssertionError(f"redis-server exited with {process.returncode}: {log}")
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_until(answers, timeout=timeout, what=what)
+    finally:
+        client.close()
 
 
 def start_server(tmp_dir: Path, name: str = "web", **extra_env: str) -> LiveServer:
