@@ -43,7 +43,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chat_project.redis_client import FAILURES, ShardUnavailable
+from chat_project.redis_client import FAILURES, MAX_CONNECTIONS, ShardUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,14 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]  # channels_redis 
         **kwargs: Any,
     ):
         super().__init__(hosts=hosts, prefix=prefix, **kwargs)
-        bounded = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+        bounded = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            # Publishes run concurrently, each on a pooled connection (see _Shard.publish_many);
+            # redis-py's pool raises past its limit (100 by default) instead of waiting.
+            "max_connections": MAX_CONNECTIONS,
+        }
         self._shards = [
             _Shard({**bounded, **host}, self, timeout, health_interval, retry_interval) for host in decode_hosts(hosts)
         ]

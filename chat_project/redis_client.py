@@ -37,6 +37,10 @@ FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 # A web process asks a failed shard again this often (a PING in the background); a worker
 # retries it with its next call after this long.
 PROBE_SECONDS = 1.0
+# Connections one process may open to one shard. redis-py's pools raise past their limit (100
+# by default) instead of waiting, and a connect storm or a busy process has more commands in
+# flight than that; Redis itself takes 10,000 clients by default.
+MAX_CONNECTIONS = 1000
 
 
 class ShardUnavailable(Exception):
@@ -73,7 +77,12 @@ def bounded_options(*, asynchronous: bool) -> dict[str, Any]:
     """Connection options for every Redis client of ours: bounded waits, no retries."""
     timeout = settings.REDIS_TIMEOUT_SECONDS
     retry = AsyncRetry(NoBackoff(), 0) if asynchronous else SyncRetry(NoBackoff(), 0)
-    return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": retry,
+        "max_connections": MAX_CONNECTIONS,
+    }
 
 
 class _Shards:

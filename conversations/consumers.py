@@ -122,16 +122,25 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         return self.user_id
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
-        """Send a frame; a socket that has just vanished is not an error here.
+        """Send a frame; a socket that has just gone, or is closing, is not an error here.
 
-        The server raises (uvicorn: ClientDisconnected, an OSError) when a frame is sent after
-        the connection was lost but before this consumer handled the disconnect; letting that
-        end the consumer would skip :meth:`disconnect`, leaving its presence lease and groups.
+        Between the connection's end and this consumer handling its disconnect the server
+        refuses frames: uvicorn raises ClientDisconnected (an OSError) once the connection is
+        lost, and a RuntimeError ("after sending 'websocket.close'") once a close frame went
+        out, ours or its reply to the client's. Letting either end the consumer would skip
+        :meth:`disconnect`, leaving its presence lease ("online" for a minute) and its groups.
         """
         try:
             await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
-        except OSError:
-            logger.debug("a frame for a socket that is gone was dropped")
+        except (OSError, RuntimeError):
+            logger.debug("a frame for a socket that is gone or closing was dropped")
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close the socket, unless it is already gone or closing (see :meth:`send`)."""
+        try:
+            await super().close(code=code, reason=reason)
+        except (OSError, RuntimeError):
+            logger.debug("closing a socket that is gone or closing: nothing to do")
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=realtime.encode(payload))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -169,9 +170,9 @@ def test_presence_online_then_last_seen_and_privacy(
 def test_a_socket_dropped_while_events_reach_it_still_goes_offline(
     live_server_asgi: LiveServer, alice: User, bob: User
 ) -> None:
-    """A connection that vanishes (no close frame) while messages are being delivered to it
-    goes offline at once, not when its presence lease runs out a minute later (meanwhile it
-    would suppress pushes)."""
+    """A connection that vanishes (no close frame) or closes while messages are being
+    delivered to it goes offline at once, not when its presence lease runs out a minute
+    later (meanwhile it would suppress pushes)."""
     chat = direct(alice, bob)
     alice_login, bob_login = app_login(alice), app_login(bob)
 
@@ -180,20 +181,24 @@ def test_a_socket_dropped_while_events_reach_it_still_goes_offline(
         await b.send({"type": "presence.subscribe", "user_ids": [alice.pk]})
         await b.expect("presence", lambda f: f["user_id"] == alice.pk)
         seen = []
-        for _ in range(3):
+        for leave in ("abort", "close", "abort", "close"):
             a = await connect(live_server_asgi, alice_login)
             seen.append(await b.expect("presence", lambda f: f["user_id"] == alice.pk))
-            for n in range(8):
-                if n == 6:
+            for n in range(6):  # 24 sends in all: within bob's per-socket burst
+                if n == 3 and leave == "abort":
                     a.conn.transport.abort()  # no close frame, no FIN handshake: the socket is gone
+                elif n == 3:
+                    leaving = asyncio.create_task(a.close())  # a close frame, then the server's reply
                 await b.send(send_frame(chat.pk, f"into the void {n}"))
+            if leave == "close":
+                await leaving
             seen.append(await b.expect("presence", lambda f: f["user_id"] == alice.pk, timeout=10))
-            await b.expect("message.ack", lambda f: f["message"]["body"] == "into the void 7")
+            await b.expect("message.ack", lambda f: f["message"]["body"] == "into the void 5")
         await b.close()
         return seen
 
     seen = run(scenario(), timeout=90)
-    assert [f["online"] for f in seen] == [True, False] * 3
+    assert [f["online"] for f in seen] == [True, False] * 4
 
 
 def test_sync_pages_in_version_order_and_reports_removed(
