@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -106,20 +106,26 @@ def notify_on_commit(*, messages: list[Message]) -> None:
     transaction.on_commit(lambda: publisher.submit_outbox(ids))
 
 
+def _shown_notifications(user_id: int, conversation_id: int, read_seq: int) -> QuerySet[PushDelivery]:
+    """Notifications of the conversation that the user's devices show (accepted by the push
+    service, not cleared) and that a read up to ``read_seq`` covers."""
+    return PushDelivery.objects.filter(
+        kind=PushDelivery.Kind.NOTIFY,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        status=Status.ACCEPTED,
+        cleared_at__isnull=True,
+        seq__lte=read_seq,
+    )
+
+
 def clear_on_commit(*, membership: Membership) -> None:
     """After a read: if some device of the reader shows a notification of this conversation
     (one that the read covers), schedule a silent "clear" to those devices.
 
     One indexed probe on the hot path; the INSERT happens only when there is something to clear.
     """
-    shown = PushDelivery.objects.filter(
-        kind=PushDelivery.Kind.NOTIFY,
-        user_id=membership.user_id,
-        conversation_id=membership.conversation_id,
-        status=Status.ACCEPTED,
-        cleared_at__isnull=True,
-        seq__lte=membership.read_seq,
-    )
+    shown = _shown_notifications(membership.user_id, membership.conversation_id, membership.read_seq)
     if not shown.exists():
         return
     row = PushOutbox.objects.create(
@@ -314,14 +320,7 @@ def _decide_clear(row: PushOutbox) -> list[tuple[int, datetime | None]]:
     now = timezone.now()
     current = Membership.objects.filter(conversation_id=row.conversation_id, user_id=row.user_id)
     read_seq = max([row.seq, *current.values_list("read_seq", flat=True)])
-    shown = PushDelivery.objects.filter(
-        kind=PushDelivery.Kind.NOTIFY,
-        user_id=row.user_id,
-        conversation_id=row.conversation_id,
-        status=Status.ACCEPTED,
-        cleared_at__isnull=True,
-        seq__lte=read_seq,
-    )
+    shown = _shown_notifications(row.user_id, row.conversation_id, read_seq)
     device_ids = set(shown.values_list("device_id", flat=True))
     shown.update(cleared_at=now)
     subscriptions = dict(

@@ -13,17 +13,14 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from channels_redis.utils import _consistent_hash
-from django.conf import settings
 
-from accounts.models import User
-from chat_project.redis_client import shard_of
 from conversations import services
-from conversations.models import Conversation, Message
-from notifications.realtime import user_group
+from conversations.models import Message
 from tests import netns
 from tests.cluster import Balancer, Cluster, Device, settle, start_cluster
-from tests.conftest import app_login, make_user, wait_until
+from tests.conftest import app_login, wait_until
+from tests.test_messaging_ws import direct
+from tests.test_redis_shards import users_on_each_shard
 from tests.wsclient import run
 
 pytestmark = [
@@ -52,25 +49,6 @@ def cluster(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> 
 def lb(cluster: Cluster) -> Balancer:
     cluster.ensure_running()
     return cluster.balancer
-
-
-def users_on_each_shard(count: int) -> dict[int, list[User]]:
-    """``count`` users per shard whose channel-layer group (channels_redis's hash of the group
-    name) and presence keys (``shard_of``) both live on that shard."""
-    found: dict[int, list[User]] = {0: [], 1: []}
-    for n in itertools.count():
-        if all(len(users) == count for users in found.values()):
-            return found
-        user = make_user(f"shard-user-{n}")
-        shard = int(_consistent_hash(f"{settings.CHANNEL_LAYER_PREFIX}__group__{user_group(user.pk)}", 2))
-        if shard == shard_of(user.pk, 2) and len(found[shard]) < count:
-            found[shard].append(user)
-    raise AssertionError("unreachable")
-
-
-def direct(a: User, b: User) -> Conversation:
-    conversation, _ = services.get_or_create_direct(user=a, other_user_id=b.pk)
-    return conversation
 
 
 def has(device: Device, conversation_id: int, client_msg_id: str) -> bool:

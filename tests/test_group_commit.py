@@ -26,10 +26,7 @@ from moderation.models import Block
 from moderation.selectors import Blocked, ConversationFrozen
 from notifications.models import PushOutbox
 from tests.conftest import make_user, wait_until
-
-
-def direct(a: User, b: User) -> Conversation:
-    return services.get_or_create_direct(user=a, other_user_id=b.pk)[0]
+from tests.test_messaging_ws import direct
 
 
 def text(sender: User, conversation: Conversation, client_msg_id: str, body: str = "hi") -> TextSend:

@@ -29,8 +29,8 @@ from django.conf import settings
 from accounts.models import User
 from chat_project.channel_layer import RESUMED, ShardedPubSubChannelLayer
 from chat_project.redis_client import ShardUnavailable, key, shard_of
-from conversations import presence, services
-from conversations.models import Conversation, Message
+from conversations import presence
+from conversations.models import Message
 from conversations.ratelimit import UserWindow
 from tests.conftest import (
     LiveServer,
@@ -42,6 +42,7 @@ from tests.conftest import (
     wait_for_redis,
     wait_until,
 )
+from tests.test_messaging_ws import direct
 from tests.wsclient import WSClient, run
 
 # Shard timeouts of the servers under test: a lost shard is noticed within about 2 s.
@@ -136,11 +137,6 @@ def users_on_each_shard(count: int) -> dict[int, list[User]]:
         if shard == shard_of(user.pk, 2) and len(found[shard]) < count:
             found[shard].append(user)
     raise AssertionError("unreachable")
-
-
-def direct(a: User, b: User) -> Conversation:
-    conversation, _ = services.get_or_create_direct(user=a, other_user_id=b.pk)
-    return conversation
 
 
 def send_frame(conversation_id: int, body: str) -> dict[str, Any]:
